@@ -1,0 +1,37 @@
+"""The `meddinov3` command: one subcommand per job.
+
+Each job lives in its own package and exposes a plain function; this file only wires them to
+typer. Heavy imports (nnU-Net, matplotlib, SimpleITK) stay inside the job functions so that
+`meddinov3 --help` is instant.
+"""
+
+import typer
+
+from meddinov3.viz.commands import features
+from meddinov3.curate.commands import curate
+
+app = typer.Typer(
+    name="meddinov3",
+    help="MedDINOv3: DINOv3 backbones for CT/MRI segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+
+@app.callback()
+def _group() -> None:
+    """MedDINOv3: DINOv3 backbones for CT/MRI segmentation."""
+
+
+app.command("features")(features)
+app.command("curate")(curate)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

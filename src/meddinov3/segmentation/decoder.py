@@ -1,0 +1,51 @@
+"""The Primus decoder: a light stack of 2x transposed convolutions from patch tokens to pixels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class PrimusDecoder(nn.Module):
+    """log2(patch) stages of ConvTranspose2d(k2, s2) -> channel LayerNorm -> GELU, each halving the
+    channels, then a 1x1 convolution to the classes. Layout `decode.{i}.{0,1}`, `decode.{n}`."""
+
+    def __init__(self, in_channels: int, num_classes: int, patch_size: int = 16):
+        super().__init__()
+        n_stages = int(math.log2(patch_size))
+        if 2**n_stages != patch_size:
+            raise ValueError(f"the Primus decoder needs a power-of-two patch size, got {patch_size}")
+        if in_channels % 2**n_stages:
+            raise ValueError(f"{in_channels} input channels cannot be halved {n_stages} times")
+        stages, channels = [], in_channels
+        for _ in range(n_stages):
+            stages.append(
+                nn.Sequential(
+                    nn.ConvTranspose2d(channels, channels // 2, kernel_size=2, stride=2),
+                    ChannelLayerNorm(channels // 2),
+                    nn.GELU(),
+                )
+            )
+            channels //= 2
+        self.decode = nn.Sequential(*stages, nn.Conv2d(channels, num_classes, kernel_size=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(x)

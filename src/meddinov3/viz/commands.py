@@ -1,0 +1,62 @@
+"""`meddinov3 features`: PCA and patch-similarity maps of a CT slice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def features(
+    weights: Optional[Path] = typer.Option(None, help="Backbone checkpoint (any layout load_backbone reads)."),
+    image: Optional[Path] = typer.Option(
+        None, help="CT slice: .npy (HU), NIfTI or other volume, DICOM file or series folder. Default: bundled real slice."
+    ),
+    slice_index: Optional[int] = typer.Option(None, "--slice", help="Axial slice of a volume (default: middle)."),
+    size: int = typer.Option(512, help="Resize the slice to size x size (a multiple of 16; the paper goes to 2048)."),
+    out: Path = typer.Option(Path("features_out"), help="Output folder for the PNGs."),
+    points: int = typer.Option(3, help="Number of query patches for the similarity maps."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
+    from rich.console import Console
+
+    from meddinov3.backbone import build_backbone, load_backbone
+    from meddinov3.viz.features import (
+        default_queries,
+        foreground_patches,
+        patch_features,
+        pca_rgb,
+        resize_slice,
+        similarity_map,
+    )
+    from meddinov3.viz.figures import pca_figure, save_figure, similarity_figure
+    from meddinov3.viz.images import read_ct_slice
+
+    console = Console()
+    if size % 16:
+        raise typer.BadParameter(f"--size must be a multiple of 16, got {size}")
+    if weights is None:
+        console.print(
+            "[bold yellow]No --weights given: using a RANDOMLY INITIALISED MedDINOv3 ViT-B/16. "
+            "The maps show the pipeline, not learnt anatomy.[/]"
+        )
+        model, label = build_backbone("meddinov3_vitb16"), "random weights"
+    else:
+        model, label = load_backbone(weights), weights.name
+    model = model.to(device).eval()
+    hu = resize_slice(read_ct_slice(image, slice_index), size)
+    feats = patch_features(model, hu)
+    mask = foreground_patches(hu, model.patch_size)
+    queries = default_queries(mask, points)
+    title = f"{label}, {size}x{size}"
+    written = [
+        save_figure(pca_figure(hu, pca_rgb(feats, mask), title), out / "pca.png"),
+        save_figure(
+            similarity_figure(hu, [similarity_map(feats, q) for q in queries], queries, model.patch_size, title),
+            out / "similarity.png",
+        ),
+    ]
+    for path in written:
+        console.print(f"wrote {path}")
