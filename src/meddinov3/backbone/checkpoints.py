@@ -33,7 +33,8 @@ _HEAD_PREFIXES = ("dino_head.", "ibot_head.", "up_projection.", "head.")
 
 # Plain data types that nnU-Net and other trainers leave in checkpoints (numpy scalars in logs).
 # They rebuild numbers, never run code, so allowing them keeps weights_only loading safe.
-_SAFE_NUMPY_GLOBALS = [np.dtype, np.core.multiarray.scalar, np.core.multiarray._reconstruct, np.ndarray] + [
+_NP_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray
+_SAFE_NUMPY_GLOBALS = [np.dtype, _NP_MULTIARRAY.scalar, _NP_MULTIARRAY._reconstruct, np.ndarray] + [
     type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")
 ]
 

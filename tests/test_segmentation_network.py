@@ -1,0 +1,55 @@
+"""MedDINOv3 segmentation networks reproduce the reference logits from reference state dicts."""
+
+import pytest
+import torch
+
+from conftest import load_fixture, relative_error
+from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.segmentation import build_segmenter
+
+
+def _encoder_state(state_dict):
+    return {k: v for k, v in state_dict.items() if k.startswith("dino_encoder.")}
+
+
+@pytest.mark.parametrize("name", ["dinov3_tiny_official", "meddinov3_tiny_teacher"])
+@pytest.mark.parametrize("kind", ["primus_multiscale", "primus"])
+@torch.no_grad()
+def test_reference_logits(name, kind):
+    case = load_fixture(f"{name}_expected.pt")[kind]
+    backbone = load_backbone(_encoder_state(case["state_dict"]))
+    net = build_segmenter(backbone, case["num_classes"], multiscale=kind == "primus_multiscale")
+    net.load_state_dict(case["state_dict"], strict=True)
+    logits = net.eval()(case["x"])
+    assert logits.shape == case["logits"].shape
+    assert relative_error(logits, case["logits"]) <= 1e-5
+
+
+def test_decoder_channels_halve_per_stage():
+    net = build_segmenter(build_backbone("vitb16", embed_dim=64, num_heads=2, depth=12), num_classes=5)
+    convs = [m for m in net.up_projection.decode.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.in_channels for c in convs] == [256, 128, 64, 32]
+    assert net.up_projection.decode[-1].out_channels == 5
+
+
+def test_input_not_multiple_of_patch_size_is_a_clear_error():
+    net = build_segmenter(build_backbone("vitb16", embed_dim=32, num_heads=2, depth=4), 2, interaction_layers=(1, 3))
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        net(torch.zeros(1, 1, 40, 48))
+
+
+def test_interaction_layers_must_exist():
+    with pytest.raises(ValueError, match="do not exist"):
+        build_segmenter(build_backbone("vitb16", embed_dim=32, num_heads=2, depth=4), 2)
+
+
+@torch.no_grad()
+def test_multichannel_policy_matches_grayscale_on_identical_channels():
+    torch.manual_seed(0)
+    backbone = build_backbone("vitb16", embed_dim=32, num_heads=2, depth=4).eval()
+    x = torch.randn(1, 1, 32, 32)
+    reference = backbone(x.expand(-1, 3, -1, -1))
+    net = build_segmenter(backbone, 2, interaction_layers=(1, 3), in_channels=2).eval()
+    assert net.dino_encoder.patch_embed.proj.in_channels == 2
+    assert torch.allclose(net.dino_encoder(x.expand(-1, 2, -1, -1)), reference, atol=1e-5)
+    assert net(x.expand(-1, 2, -1, -1)).shape == (1, 2, 32, 32)
