@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# timm drags in a torchvision that cannot load against a CPU-only local torch build; a broken
 	# torchvision breaks `transformers` imports, so drop it where it does not import.
 	$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall -y -q torchvision
+	# The HTML report is checked in a real browser; Debian's chromium (as root, as on CI).
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)

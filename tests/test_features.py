@@ -63,3 +63,38 @@ def test_pca_masks_background_and_similarity_peaks_at_query():
     assert rgb.shape == (16, 16, 3) and np.all(rgb[~mask] == 0) and rgb[mask].max() == pytest.approx(1.0)
     sim = similarity_map(feats, (8, 8))
     assert sim[8, 8] == pytest.approx(1.0, abs=1e-5) and sim.max() <= 1 + 1e-5
+
+
+def _write_dicom_series(volume: np.ndarray, folder, spacing=(0.7, 0.7, 2.5)):
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1"
+    for z in range(volume.shape[0]):
+        image = sitk.GetImageFromArray(volume[z])
+        image.SetSpacing(spacing[:2])
+        for tag, value in {
+            "0008|0060": "CT",
+            "0020|000e": series,
+            "0020|000d": series + ".0",
+            "0020|0013": str(z + 1),
+            "0020|0032": f"0\\0\\{z * spacing[2]}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0018|0050": str(spacing[2]),
+            "0028|1052": "0",
+            "0028|1053": "1",
+        }.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(image)
+
+
+def test_dicom_series_folder_is_read_as_axial_volume(tmp_path):
+    volume = np.full((4, 48, 48), -1000, np.int16)
+    for z in range(4):
+        volume[z, 8:40, 8:40] = 100 * z
+    _write_dicom_series(volume, tmp_path / "series")
+    for z in range(4):
+        assert np.array_equal(read_ct_slice(tmp_path / "series", z), volume[z].astype(np.float32))
+    result = runner.invoke(app, ["features", "--image", str(tmp_path / "series"), "--size", "64", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
