@@ -1,6 +1,15 @@
 """MedDINOv3: DINOv3 vision transformers adapted to CT/MRI segmentation."""
 
-from meddinov3.backbone import DinoVisionTransformer, build_backbone, load_backbone
+from __future__ import annotations
 
-__all__ = ["DinoVisionTransformer", "build_backbone", "load_backbone"]
 __version__ = "0.1.0"
+__all__ = ["DinoVisionTransformer", "build_backbone", "load_backbone"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that light entry points (evaluation workers, `meddinov3 --help`) do not pay for torch.
+    if name in __all__:
+        from meddinov3 import backbone
+
+        return getattr(backbone, name)
+    raise AttributeError(f"module 'meddinov3' has no attribute {name!r}")

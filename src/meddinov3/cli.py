@@ -7,6 +7,7 @@ typer. Heavy imports (nnU-Net, matplotlib, SimpleITK) stay inside the job functi
 
 import typer
 
+from meddinov3.evaluation.commands import evaluate
 from meddinov3.viz.commands import features
 from meddinov3.curate.commands import curate
 
@@ -26,6 +27,7 @@ def _group() -> None:
 
 
 app.command("features")(features)
+app.command("evaluate")(evaluate)
 app.command("curate")(curate)
 
 

@@ -1,0 +1,66 @@
+"""Pair prediction files with reference files by case name.
+
+A case is a file name without its image suffix, so `case_001.nii.gz` in the reference folder
+pairs with `case_001.nii.gz` (or `case_001.nrrd`) in the prediction folder. Other files that
+nnU-Net leaves in folders (dataset.json, plans.json, .npz, .pkl) are not images and are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meddinov3.evaluation.errors import EvaluationError
+
+# Single-file formats SimpleITK reads; longest first so ".nii.gz" wins over ".gz".
+IMAGE_SUFFIXES = (
+    ".nii.gz", ".gipl.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl", ".vtk",
+    ".tif", ".tiff", ".png", ".bmp",
+)
+
+
+@dataclass(frozen=True)
+class CasePair:
+    case: str
+    pred: Path
+    ref: Path
+
+
+def case_name(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The file's case name, or None if it does not end in one of `suffixes`."""
+    lowered = path.name.lower()
+    for suffix in suffixes:
+        if lowered.endswith(suffix.lower()) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def images_by_case(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """Case name -> image file for every image directly inside `folder`."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = case_name(path, suffixes)
+        if name is None or not path.is_file() or path.name.startswith("."):
+            continue
+        if name in found:
+            raise EvaluationError(f"case {name}: two images in {folder}: {found[name].name} and {path.name}")
+        found[name] = path
+    return found
+
+
+def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str | None = None) -> tuple[list[CasePair], list[str]]:
+    """Every reference case with its prediction, and the prediction cases that have no reference.
+
+    Raises EvaluationError listing every reference case that has no prediction.
+    """
+    ref_suffixes = (file_ending,) if file_ending else IMAGE_SUFFIXES
+    references = images_by_case(ref_dir, ref_suffixes)
+    if not references:
+        raise EvaluationError(f"no reference images ({', '.join(ref_suffixes)}) in {ref_dir}")
+    predictions = images_by_case(pred_dir, tuple(dict.fromkeys(ref_suffixes + IMAGE_SUFFIXES)))
+    missing = sorted(set(references) - set(predictions))
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise EvaluationError(f"no prediction in {pred_dir} for {len(missing)} reference case(s): {shown}")
+    pairs = [CasePair(case, predictions[case], references[case]) for case in sorted(references)]
+    return pairs, sorted(set(predictions) - set(references))
