@@ -7,9 +7,10 @@ typer. Heavy imports (nnU-Net, matplotlib, SimpleITK) stay inside the job functi
 
 import typer
 
-from meddinov3.evaluation.commands import evaluate
 from meddinov3.viz.commands import features
 from meddinov3.curate.commands import curate
+from meddinov3.synth.commands import synth
+from meddinov3.evaluation.commands import evaluate
 
 app = typer.Typer(
     name="meddinov3",
@@ -27,8 +28,9 @@ def _group() -> None:
 
 
 app.command("features")(features)
-app.command("evaluate")(evaluate)
 app.command("curate")(curate)
+app.command("synth")(synth)
+app.command("evaluate")(evaluate)
 
 
 def main() -> None:

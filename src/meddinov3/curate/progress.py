@@ -1,0 +1,65 @@
+"""Terminal side of a curation run: rich progress bar while working, summary table after."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meddinov3.curate.config import CurateConfig
+from meddinov3.curate.runner import CurationSummary, curate
+from meddinov3.curate.shards import SKIPPED_FILE, ShardStore
+from meddinov3.curate.sources import discover
+from meddinov3.curate.worker import Outcome
+
+SHOWN_PROBLEMS = 20
+
+
+def summary_table(summary: CurationSummary, out: str) -> Table:
+    table = Table(title=f"curated corpus {out}")
+    table.add_column("")
+    table.add_column("volumes", justify="right")
+    table.add_column("slices", justify="right")
+    for status in ("curated", "reused", "skipped", "failed"):
+        table.add_row(status, str(summary.count(status)), str(summary.slices(status)))
+    table.add_row("corpus total", str(summary.corpus_volumes), str(summary.corpus_slices))
+    rate = summary.slices("curated") / max(summary.seconds, 1e-9)
+    table.caption = f"{summary.seconds:.1f} s, {rate:.1f} new slices/s"
+    return table
+
+
+def print_problems(console: Console, summary: CurationSummary, out: str) -> None:
+    problems = summary.problems()
+    for outcome in problems[:SHOWN_PROBLEMS]:
+        console.print(f"[yellow]{outcome.status}[/] {outcome.source}: {outcome.reason}")
+    if len(problems) > SHOWN_PROBLEMS:
+        console.print(f"... {len(problems) - SHOWN_PROBLEMS} more")
+    if problems:
+        console.print(f"skipped sources are listed in {out}/{SKIPPED_FILE}; failed ones are "
+                      "retried by the next run")
+
+
+def run_with_progress(
+    inputs: list[str], out: str, config: CurateConfig, workers: int, retry_skipped: bool
+) -> CurationSummary:
+    console = Console(stderr=True)
+    with console.status("finding volumes..."):
+        sources = discover(inputs)
+    columns = (
+        TextColumn("[bold]curate"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("volumes | {task.fields[slices]} slices | {task.fields[skipped]} skipped"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("curate", total=len(sources), slices=0, skipped=0)
+        counts = {"slices": 0, "skipped": 0}
+
+        def advance(outcome: Outcome) -> None:
+            counts["slices"] += outcome.n_slices
+            counts["skipped"] += outcome.status in ("skipped", "failed")
+            bar.update(task, advance=1, **counts)
+
+        summary = curate(sources, ShardStore(out, config), workers, retry_skipped, advance)
+    print_problems(console, summary, out)
+    Console().print(summary_table(summary, out))
+    return summary
