@@ -11,6 +11,7 @@ from meddinov3.viz.commands import features
 from meddinov3.curate.commands import curate
 from meddinov3.synth.commands import synth
 from meddinov3.evaluation.commands import evaluate
+from meddinov3.pretrain.commands import pretrain
 
 app = typer.Typer(
     name="meddinov3",
@@ -31,6 +32,7 @@ app.command("features")(features)
 app.command("curate")(curate)
 app.command("synth")(synth)
 app.command("evaluate")(evaluate)
+app.command("pretrain")(pretrain)
 
 
 def main() -> None:

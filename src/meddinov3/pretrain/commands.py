@@ -1,0 +1,49 @@
+"""`meddinov3 pretrain`: run or resume one stage of the three-stage recipe."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def pretrain(
+    config: str = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="YAML file, or a preset name: stage1, stage2, stage3, tiny.",
+    ),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="Config overrides as section.key=value, e.g. optim.lr=1e-4 data.corpus=/data/ct3m."
+    ),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Self-supervised DINOv3 pretraining on CT slices (stage 1, 2 or 3).
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node=8 -m meddinov3.cli pretrain --config stage1 ...
+    Re-running the same command resumes from OUTPUT_DIR/checkpoint.pth; the final teacher is
+    written to OUTPUT_DIR/export/ (MedDINOv3 layout + safetensors).
+    """
+    import logging
+
+    import yaml
+
+    from meddinov3.pretrain.config import load_config
+
+    try:
+        resolved = load_config(config, overrides or [])
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err), param_hint="--config / overrides") from None
+    if print_config:
+        typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from meddinov3.pretrain.train import train
+
+    result = train(resolved)
+    if result.exported:
+        for name, path in result.exported.items():
+            typer.echo(f"{name}: {path}")
+    elif result.iteration < resolved.optim.iterations:
+        typer.echo(f"stopped at iteration {result.iteration} of {resolved.optim.iterations}; rerun to resume")

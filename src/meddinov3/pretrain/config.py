@@ -1,0 +1,272 @@
+"""Pretraining configuration as data: dataclasses, YAML files, `section.key=value` overrides.
+
+Defaults are the DINOv3 recipe as used for MedDINOv3 stage 1; the stage presets in
+`meddinov3/configs/pretrain_stage{1,2,3}.yaml` spell every number out. Iteration counts replace
+DINOv3's "epochs" (DINOv3 fixes an epoch at 1250 iterations: 10 warmup epochs = 12500 iterations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    # A slice corpus written by `meddinov3 curate` (read with meddinov3.curate.SliceCorpus).
+    corpus: Optional[str] = None
+    # The real CT-3M slice shipped with the package (useful for smoke runs and demos).
+    bundled_slice: bool = False
+    # Procedurally generated CT-like slices, added to the corpus (0 = none).
+    synthetic_slices: int = 0
+    num_workers: int = 8
+    seed: int = 0
+
+
+@dataclass
+class CropConfig:
+    n_local: int = 8
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    # One resolution option is drawn per iteration (the same for every rank): option i uses
+    # global_sizes[i], local_sizes[i] and, with Gram anchoring, gram_sizes[i] for the Gram teacher.
+    global_sizes: list[int] = field(default_factory=lambda: [256])
+    local_sizes: list[int] = field(default_factory=lambda: [112])
+    gram_sizes: Optional[list[int]] = None
+    size_probs: Optional[list[float]] = None
+    horizontal_flip_prob: float = 0.5
+
+
+@dataclass
+class IntensityConfig:
+    """CT replacements for DINOv3's colour distortions, on HU windowed to [0, 1].
+
+    Brightness / contrast jitter keeps DINOv3's strengths and probability; hue and saturation
+    have no meaning for one-channel CT and are dropped; DINOv3's random grayscale slot (a no-op on
+    CT) becomes a random gamma, which mimics different reconstruction kernels and windowing.
+    Blur and solarisation keep DINOv3's per-crop probabilities.
+    """
+
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    gamma_prob: float = 0.2
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    blur_prob_global: tuple[float, float] = (1.0, 0.1)
+    blur_prob_local: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 9
+    solarize_prob_global: tuple[float, float] = (0.0, 0.2)
+
+
+@dataclass
+class MaskConfig:
+    probability: float = 0.5
+    ratio_range: tuple[float, float] = (0.1, 0.5)
+    min_block: int = 4
+    max_fraction: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    # Checkpoint to start from: official DINOv3, MedDINOv3 teacher, or an export of this trainer.
+    # Heads are taken from it when it has them (MedDINOv3 layout), else initialised randomly.
+    init: Optional[str] = None
+    # Preset and overrides used when `init` is empty (random initialisation) or to override
+    # architecture fields of the loaded checkpoint (e.g. rope_rescale_coords).
+    arch: str = "vitb16"
+    arch_overrides: dict[str, Any] = field(default_factory=dict)
+    drop_path_rate: float = 0.1
+    head_prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_layers: int = 3
+
+
+@dataclass
+class LossConfig:
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    # DINOv3 computes KoLeo on each rank's batch; True computes it over the global batch.
+    koleo_distributed: bool = False
+    student_temp: float = 0.1
+    global_ignore_diagonal: bool = True
+    centering: str = "sinkhorn_knopp"  # or "softmax" (DINO's EMA centering)
+    center_momentum: float = 0.9
+
+
+@dataclass
+class GramConfig:
+    enabled: bool = False
+    weight: float = 2.0
+    # Gram teacher weights; empty = snapshot of the EMA teacher when the stage starts.
+    teacher: Optional[str] = None
+    # Re-take the snapshot from the EMA teacher every N iterations (0 = never).
+    update_every: int = 0
+    img_level: bool = True
+    resize_mode: str = "bicubic"
+    resize_antialias: bool = False
+
+
+@dataclass
+class OptimConfig:
+    iterations: int = 100_000
+    global_batch_size: int = 512
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    warmup_iterations: int = 12_500
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum: float = 0.992
+    momentum_end: float = 1.0
+    teacher_temp: float = 0.07
+    teacher_temp_warmup_start: float = 0.04
+    teacher_temp_warmup_iterations: int = 37_500
+    freeze_last_layer_iterations: int = 1250
+    layerwise_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    clip_grad: float = 3.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/pretrain"
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    # "auto": bf16 autocast on CUDA, fp32 on CPU.
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    # Stop after this many iterations in this invocation (the schedule still spans optim.iterations).
+    stop_after: Optional[int] = None
+    resume: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    masking: MaskConfig = field(default_factory=MaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    gram: GramConfig = field(default_factory=GramConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        crops = self.crops
+        if crops.n_local < 1:
+            raise ValueError("crops.n_local must be at least 1 (the DINO loss pairs local crops with global ones)")
+        n_options = len(crops.global_sizes)
+        if len(crops.local_sizes) != n_options:
+            raise ValueError("crops.local_sizes must have one entry per crops.global_sizes entry")
+        if crops.size_probs is not None and len(crops.size_probs) != n_options:
+            raise ValueError("crops.size_probs must have one entry per crops.global_sizes entry")
+        if self.gram.enabled and (crops.gram_sizes is None or len(crops.gram_sizes) != n_options):
+            raise ValueError("gram.enabled needs crops.gram_sizes with one entry per crops.global_sizes entry")
+        if self.loss.centering not in ("sinkhorn_knopp", "softmax"):
+            raise ValueError(f"loss.centering must be 'sinkhorn_knopp' or 'softmax', got {self.loss.centering!r}")
+        if self.run.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"run.precision must be auto, bf16 or fp32, got {self.run.precision!r}")
+        if self.optim.global_batch_size < 1 or self.optim.iterations < 1:
+            raise ValueError("optim.global_batch_size and optim.iterations must be positive")
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """YAML gives lists for tuples and ints for floats; bring values to the dataclass's types."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ValueError(f"{where}: expected a list of {len(default)} numbers, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, int) and not isinstance(value, int):
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _apply(section: Any, values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r} (known: {sorted(known)})")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(section, key, _coerce(value, current, f"{where}.{key}"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optim.lr=1e-4` -> (["optim", "lr"], 1e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    # YAML 1.1 reads "1e-4" as a string; numbers in scientific notation are common here.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    nested: Any = value
+    for part in reversed(path):
+        nested = {part: nested}
+    return nested
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a preset shipped with the package: 'stage1' -> configs/pretrain_stage1.yaml."""
+    filename = name if name.endswith(".yaml") else f"pretrain_{name}.yaml"
+    return Path(str(resources.files("meddinov3") / "configs" / filename))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PretrainConfig:
+    """Defaults, then the YAML file (a path or a preset name like 'stage1'), then overrides."""
+    config = PretrainConfig()
+    if path is not None:
+        file = Path(path)
+        if not file.exists():
+            file = builtin_config_path(str(path))
+        if not file.exists():
+            raise FileNotFoundError(f"pretraining config {path}: no such file and no preset of that name")
+        try:
+            values = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{file}: not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{file}: expected a mapping of sections at the top level")
+        _apply(config, values, str(file))
+    for text in overrides:
+        key_path, value = parse_override(text)
+        _apply(config, _nest(key_path, value), f"override {text!r}")
+    config.validate()
+    return config
+
+
+def config_from_dict(values: dict[str, Any]) -> PretrainConfig:
+    config = PretrainConfig()
+    _apply(config, values, "config")
+    config.validate()
+    return config

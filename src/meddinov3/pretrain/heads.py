@@ -1,0 +1,53 @@
+"""The DINO / iBOT projection head: MLP -> L2-normalised bottleneck -> prototype scores."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def _mlp(in_dim: int, hidden_dim: int, bottleneck_dim: int, n_layers: int) -> nn.Sequential:
+    if n_layers == 1:
+        return nn.Sequential(nn.Linear(in_dim, bottleneck_dim))
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+    for _ in range(n_layers - 2):
+        layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+    layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+    return nn.Sequential(*layers)
+
+
+class DINOHead(nn.Module):
+    """Keys `mlp.{0,2,4}.*` and `last_layer.weight`, as in the DINOv3 / MedDINOv3 checkpoints.
+
+    The prototype layer is a plain bias-free linear map (DINOv3 dropped DINOv2's weight norm).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+    ) -> None:
+        super().__init__()
+        if nlayers < 1:
+            raise ValueError(f"DINOHead needs at least one layer, got nlayers={nlayers}")
+        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers)
+        self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mlp(x)
+        # A smaller eps under fp16 keeps the normalisation from dividing by a denormal.
+        eps = 1e-6 if x.dtype == torch.float16 else 1e-12
+        x = F.normalize(x, dim=-1, p=2, eps=eps)
+        return self.last_layer(x)

@@ -1,0 +1,47 @@
+"""Per-iteration values of every schedule, as pure functions of the iteration (resume needs no state)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from meddinov3.pretrain.config import OptimConfig
+
+
+def warmup_cosine(iteration: int, total: int, peak: float, end: float, warmup: int = 0, start: float = 0.0) -> float:
+    """Linear from `start` to `peak` over `warmup` iterations, then cosine from `peak` to `end`."""
+    if iteration < warmup:
+        return start + (peak - start) * iteration / warmup
+    span = max(total - warmup, 1)
+    progress = min((iteration - warmup) / span, 1.0)
+    return end + 0.5 * (peak - end) * (1 + math.cos(math.pi * progress))
+
+
+def linear_warmup_then_constant(iteration: int, warmup: int, start: float, value: float) -> float:
+    if iteration < warmup:
+        return start + (value - start) * iteration / warmup
+    return value
+
+
+@dataclass
+class ScheduleValues:
+    lr: float
+    last_layer_lr: float
+    weight_decay: float
+    momentum: float
+    teacher_temp: float
+
+
+def schedule_values(optim: OptimConfig, iteration: int) -> ScheduleValues:
+    total = optim.iterations
+    lr = warmup_cosine(iteration, total, optim.lr, optim.min_lr, optim.warmup_iterations)
+    return ScheduleValues(
+        lr=lr,
+        # DINO freezes the prototypes at first: learning them before the backbone settles collapses them.
+        last_layer_lr=0.0 if iteration < optim.freeze_last_layer_iterations else lr,
+        weight_decay=warmup_cosine(iteration, total, optim.weight_decay, optim.weight_decay_end),
+        momentum=warmup_cosine(iteration, total, optim.momentum, optim.momentum_end),
+        teacher_temp=linear_warmup_then_constant(
+            iteration, optim.teacher_temp_warmup_iterations, optim.teacher_temp_warmup_start, optim.teacher_temp
+        ),
+    )

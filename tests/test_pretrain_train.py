@@ -1,0 +1,258 @@
+"""Schedules, parameter groups, the tiny three-stage run, checkpoints, resume and export."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.backbone.checkpoints import CheckpointError
+from meddinov3.pretrain.checkpoint import load_checkpoint
+from meddinov3.pretrain.config import OptimConfig, load_config
+from meddinov3.pretrain.param_groups import parameter_groups
+from meddinov3.pretrain.schedules import schedule_values
+from meddinov3.pretrain.train import train
+
+FIXTURES = Path(__file__).parent / "data" / "fixtures"
+MEDDINO_TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
+DINOV3_OFFICIAL = FIXTURES / "dinov3_tiny_official.pth"
+
+
+def tiny(output_dir: Path, *overrides: str):
+    return load_config("tiny", [f"run.output_dir={output_dir}", *overrides])
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def test_schedules_follow_the_dinov3_recipe():
+    optim = OptimConfig()  # stage-1 defaults
+    start, warm, end = schedule_values(optim, 0), schedule_values(optim, 12_500), schedule_values(optim, 100_000)
+    assert start.lr == 0.0 and warm.lr == pytest.approx(2e-4) and end.lr == pytest.approx(1e-6)
+    assert start.last_layer_lr == 0.0 and schedule_values(optim, 1249).last_layer_lr == 0.0
+    assert schedule_values(optim, 1250).last_layer_lr == schedule_values(optim, 1250).lr > 0
+    assert start.weight_decay == pytest.approx(0.04) and end.weight_decay == pytest.approx(0.4)
+    assert start.momentum == pytest.approx(0.992) and end.momentum == pytest.approx(1.0)
+    assert start.teacher_temp == pytest.approx(0.04) and schedule_values(optim, 37_500).teacher_temp == pytest.approx(0.07)
+    assert schedule_values(optim, 18_750).teacher_temp == pytest.approx(0.055)
+    mid = schedule_values(optim, 12_500 + 87_500 // 2)
+    assert mid.lr == pytest.approx((2e-4 + 1e-6) / 2, rel=1e-3)  # cosine half way
+
+
+def test_layerwise_decay_and_patch_embed_multiplier():
+    backbone = build_backbone("vits16", embed_dim=48, num_heads=2, depth=12)
+    head = torch.nn.Linear(4, 4)
+    groups = parameter_groups({"backbone": backbone, "dino_head": head}, depth=12, layerwise_decay=0.9, patch_embed_lr_mult=0.2)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    lr = lambda p: by_param[id(p)]["lr_multiplier"]  # noqa: E731
+    wd = lambda p: by_param[id(p)]["wd_multiplier"]  # noqa: E731
+    assert lr(backbone.patch_embed.proj.weight) == pytest.approx(0.9**13 * 0.2)
+    assert lr(backbone.cls_token) == pytest.approx(0.9**13)
+    assert lr(backbone.blocks[0].attn.qkv.weight) == pytest.approx(0.9**12)
+    assert lr(backbone.blocks[11].mlp.fc1.weight) == pytest.approx(0.9)
+    assert lr(backbone.norm.weight) == 1.0 and lr(head.weight) == 1.0
+    assert wd(backbone.blocks[3].attn.qkv.weight) == 1.0
+    assert wd(backbone.blocks[3].norm1.weight) == wd(backbone.blocks[3].ls1.gamma) == wd(head.bias) == 0.0
+    n_params = sum(1 for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_params
+
+
+@pytest.fixture(scope="module")
+def three_stages(tmp_path_factory):
+    """Tiny stage 1 -> 2 -> 3 on CPU: the real bundled slice plus synthetic CT."""
+    root = tmp_path_factory.mktemp("stages")
+    stage1 = train(tiny(root / "s1"))
+    s1_export = root / "s1" / "export" / "teacher_checkpoint.pth"
+    stage2 = train(
+        tiny(root / "s2", "gram.enabled=true", "crops.gram_sizes=[128]", f"model.init={s1_export}",
+             "loss.koleo_weight=1.0", "optim.iterations=20", "optim.freeze_last_layer_iterations=0")
+    )
+    s2_export = root / "s2" / "export" / "teacher_checkpoint.pth"
+    stage3 = train(
+        tiny(root / "s3", "gram.enabled=true", "crops.global_sizes=[64, 96]", "crops.local_sizes=[32, 48]",
+             "crops.gram_sizes=[96, 144]", f"model.init={s2_export}", "loss.koleo_weight=1.0",
+             "optim.iterations=20", "optim.freeze_last_layer_iterations=0")
+    )
+    return root, stage1, stage2, stage3
+
+
+def test_three_stages_complete_and_the_loss_falls(three_stages):
+    _, *stages = three_stages
+    for result in stages:
+        losses = [h["loss"] for h in result.history]
+        assert all(torch.isfinite(torch.tensor(losses)))
+        assert mean(losses[-5:]) < mean(losses[:5]), losses
+    assert "gram" not in stages[0].history[0] and "gram" in stages[1].history[0] and "gram" in stages[2].history[0]
+    assert {h["global_crop_size"] for h in stages[0].history} == {64}
+    assert {(h["global_crop_size"], h["local_crop_size"]) for h in stages[2].history} == {(64, 32), (96, 48)}
+
+
+def test_stage_exports_load_as_backbones(three_stages):
+    root, *_ = three_stages
+    x = torch.randn(1, 3, 64, 64)
+    for stage in ("s1", "s2", "s3"):
+        from_release = load_backbone(root / stage / "export" / "teacher_checkpoint.pth")
+        from_safetensors = load_backbone(root / stage / "export" / "backbone.safetensors")
+        assert from_release.embed_dim == 48 and from_release.n_blocks == 2
+        assert torch.equal(from_release(x), from_safetensors(x))
+    # Stage 2 started from stage 1's teacher and moved on from it.
+    s1 = load_backbone(root / "s1" / "export" / "teacher_checkpoint.pth").state_dict()
+    s2 = load_backbone(root / "s2" / "export" / "teacher_checkpoint.pth").state_dict()
+    assert any(not torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_gram_teacher_is_the_initial_teacher_snapshot(three_stages):
+    root, *_ = three_stages
+    s1_teacher = torch.load(root / "s1" / "export" / "teacher_checkpoint.pth", weights_only=True)["teacher"]
+    gram = load_checkpoint(root / "s2" / "checkpoint.pth")["gram_teacher"]
+    for key, value in gram.items():
+        assert torch.equal(value, s1_teacher[f"backbone.{key}"])
+
+
+def test_export_has_the_meddinov3_release_layout(tmp_path):
+    reference = torch.load(MEDDINO_TEACHER, weights_only=True)["teacher"]
+    config = tiny(
+        tmp_path, f"model.init={MEDDINO_TEACHER}", "model.arch_overrides={}", "model.head_prototypes=32", "model.head_hidden_dim=48",
+        "model.head_bottleneck_dim=16", "optim.iterations=2", "optim.global_batch_size=2", "crops.n_local=2",
+    )
+    result = train(config)
+    exported = torch.load(result.exported["teacher_checkpoint"], weights_only=True)
+    assert list(exported) == ["teacher"]
+    assert set(exported["teacher"]) == set(reference)
+    for key, value in reference.items():
+        assert exported["teacher"][key].shape == value.shape and exported["teacher"][key].dtype == value.dtype, key
+    # The heads came from the checkpoint (then trained with a tiny lr for two steps).
+    delta = (exported["teacher"]["dino_head.mlp.0.weight"] - reference["dino_head.mlp.0.weight"]).abs().max()
+    assert delta < 1e-2
+    load_backbone(result.exported["teacher_checkpoint"])
+
+
+def test_init_from_official_dinov3_checkpoint(tmp_path):
+    config = tiny(tmp_path, f"model.init={DINOV3_OFFICIAL}", "model.arch_overrides={}", "optim.iterations=1", "optim.global_batch_size=2", "crops.n_local=1")
+    result = train(config)
+    exported = load_backbone(result.exported["backbone"])
+    official = load_backbone(DINOV3_OFFICIAL)
+    assert exported.config.replace(drop_path_rate=0.0) == official.config.replace(drop_path_rate=0.0)
+
+
+def test_head_mismatch_and_bad_init_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="dino_head does not match model.head_"):
+        train(tiny(tmp_path / "a", f"model.init={MEDDINO_TEACHER}", "model.arch_overrides={}", "optim.iterations=1"))
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        train(tiny(tmp_path / "b", f"model.init={broken}", "optim.iterations=1"))
+
+
+def test_softmax_centering_and_bf16_autocast_paths(tmp_path):
+    result = train(tiny(tmp_path, "loss.centering=softmax", "run.precision=bf16", "optim.iterations=3"))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    objective = load_checkpoint(tmp_path / "checkpoint.pth")["objective"]
+    assert objective["dino_center"].abs().sum() > 0 and objective["ibot_center"].abs().sum() > 0
+
+
+def _resume_config(output_dir: Path, *overrides: str):
+    # Stochastic depth and RoPE jitter on: the RNG state must survive the restart too.
+    return tiny(output_dir, "model.drop_path_rate=0.2", "optim.iterations=8", "run.checkpoint_every=1", "gram.enabled=true",
+                "crops.gram_sizes=[96]", *overrides)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    for network in ("student", "teacher", "gram_teacher"):
+        for key in a[network]:
+            assert torch.equal(a[network][key], b[network][key]), f"{network}.{key}"
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+    assert a["iteration"] == b["iteration"]
+
+
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    full = train(_resume_config(tmp_path / "full"))
+    first = train(_resume_config(tmp_path / "split", "run.stop_after=3"))
+    assert first.iteration == 3 and first.exported is None
+    second = train(_resume_config(tmp_path / "split"))
+    assert second.iteration == 8 and [h["iteration"] for h in second.history] == list(range(3, 8))
+    assert [h["loss"] for h in first.history + second.history] == [h["loss"] for h in full.history]
+    _assert_same_state(load_checkpoint(tmp_path / "full" / "checkpoint.pth"), load_checkpoint(tmp_path / "split" / "checkpoint.pth"))
+    logged = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert len(logged) == 8
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-identical comparisons need the same reduction order in every process: one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, one_thread):
+    overrides = ["optim.iterations=30"]
+    script = (
+        "import sys; from meddinov3.pretrain.config import load_config; from meddinov3.pretrain.train import train; "
+        "train(load_config('tiny', sys.argv[1:]))"
+    )
+    args = [f"run.output_dir={tmp_path / 'killed'}", "model.drop_path_rate=0.2", "optim.iterations=30", "run.checkpoint_every=1",
+            "gram.enabled=true", "crops.gram_sizes=[96]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(tmp_path / "killed" / "checkpoint.pth")["iteration"]
+    assert 0 < killed_at < 30
+    resumed = train(_resume_config(tmp_path / "killed", *overrides))
+    assert resumed.iteration == 30 and resumed.history[0]["iteration"] == killed_at
+    full = train(_resume_config(tmp_path / "full", *overrides))
+    _assert_same_state(load_checkpoint(tmp_path / "full" / "checkpoint.pth"), load_checkpoint(tmp_path / "killed" / "checkpoint.pth"))
+    assert [h["loss"] for h in full.history[killed_at:]] == [h["loss"] for h in resumed.history]
+
+
+def test_cli_runs_and_resumes_a_stage(tmp_path):
+    from typer.testing import CliRunner
+
+    from meddinov3.cli import app
+
+    runner = CliRunner()
+    args = ["pretrain", "--config", "tiny", f"run.output_dir={tmp_path}", "optim.iterations=3"]
+    first = runner.invoke(app, args + ["run.stop_after=2"])
+    assert first.exit_code == 0, first.output
+    assert "stopped at iteration 2 of 3" in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "teacher_checkpoint" in second.output and (tmp_path / "export" / "backbone.safetensors").exists()
+    shown = runner.invoke(app, ["pretrain", "--config", "stage2", "--print-config", "optim.lr=1e-5"])
+    assert shown.exit_code == 0 and "lr: 1.0e-05" in shown.output and "gram_sizes:\n  - 512" in shown.output
+    bad = runner.invoke(app, ["pretrain", "--config", "tiny", "optim.nope=1"])
+    assert bad.exit_code != 0 and "unknown key 'nope'" in bad.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_through_the_cli(tmp_path):
+    """The real launcher: torchrun sets the environment, the trainer joins a gloo group."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "meddinov3.cli", "pretrain", "--config", "tiny",
+               f"run.output_dir={tmp_path}", "optim.iterations=4"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    assert load_checkpoint(tmp_path / "checkpoint.pth")["world_size"] == 2
+    load_backbone(tmp_path / "export" / "backbone.safetensors")
