@@ -12,6 +12,7 @@ from meddinov3.curate.commands import curate
 from meddinov3.synth.commands import synth
 from meddinov3.evaluation.commands import evaluate
 from meddinov3.pretrain.commands import pretrain
+from meddinov3.nnunet.commands import plan, predict, train
 
 app = typer.Typer(
     name="meddinov3",
@@ -33,6 +34,9 @@ app.command("curate")(curate)
 app.command("synth")(synth)
 app.command("evaluate")(evaluate)
 app.command("pretrain")(pretrain)
+app.command("plan")(plan)
+app.command("train")(train)
+app.command("predict")(predict)
 
 
 def main() -> None:

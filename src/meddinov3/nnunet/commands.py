@@ -1,0 +1,198 @@
+"""`meddinov3 plan`, `meddinov3 train`, `meddinov3 predict`: nnU-Net jobs for every method.
+
+nnU-Net's folders come from the environment (nnUNet_raw, nnUNet_preprocessed, nnUNet_results).
+Heavy imports stay inside the functions: nnU-Net reads its process counts when imported.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+
+from meddinov3.nnunet.methods import METHODS
+
+_METHODS_HELP = " | ".join(METHODS)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Known failure kinds become one red line and exit code 1 instead of a traceback."""
+    from rich.console import Console
+
+    from meddinov3.backbone import CheckpointError
+    from meddinov3.nnunet.network import PretrainedWeightsError
+    from meddinov3.nnunet.paths import NnUNetSetupError
+    from meddinov3.nnunet.prediction import PredictionInputError
+    from meddinov3.nnunet.spec import NetworkSpecError
+
+    known = (
+        NnUNetSetupError, NetworkSpecError, PretrainedWeightsError, PredictionInputError, CheckpointError, ValueError
+    )
+    try:
+        yield
+    except known as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(code=1) from error
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values parsed as YAML scalars (48 -> int, 1e-6 -> float, true -> bool)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--backbone-set")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated block indices, got {text!r}") from None
+
+
+def plan(
+    dataset: str = typer.Argument(..., help="Dataset id (e.g. 501) or name (Dataset501_AMOS) under $nnUNet_raw."),
+    size: list[int] = typer.Option([896], "--size", help="Side of the high-resolution 2D patch (repeatable)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size of the 2d_<size> configs (default: the 2d one's)."),
+    num_processes: int = typer.Option(4, "--num-processes", "-j", min=1, help="Worker processes."),
+    verify: bool = typer.Option(True, help="Check the raw dataset's integrity first (nnU-Net's checker)."),
+    reuse_fingerprint: bool = typer.Option(True, help="Keep an existing dataset fingerprint (off: recompute it)."),
+) -> None:
+    """nnU-Net fingerprint + plans + a `2d_<size>` configuration, preprocessed for training.
+
+    2d_<size>: patch size x size, spacing = 2d spacing x (2d patch size / size), so a slice keeps
+    its field of view at higher resolution (the paper trains at 896). Both 2d and 2d_<size> are
+    preprocessed.
+    """
+    from meddinov3.nnunet.paths import set_process_counts
+
+    set_process_counts(num_processes)
+    with _clear_errors():
+        from meddinov3.nnunet.plans import plan_and_preprocess
+
+        path = plan_and_preprocess(
+            dataset, tuple(size), num_processes, batch_size, verify, reuse_fingerprint=reuse_fingerprint
+        )
+    typer.echo(f"plans: {path}")
+
+
+def train(
+    dataset: str = typer.Argument(..., help="Dataset id or name (preprocessed with `meddinov3 plan`)."),
+    method: str = typer.Option("meddinov3", help=_METHODS_HELP),
+    config: Optional[str] = typer.Option(
+        None, "--config", help="nnU-Net configuration (default: 2d_896 for the ViTs, 2d for nnunet)."
+    ),
+    fold: str = typer.Option("0", help="Cross-validation fold (0-4) or 'all'."),
+    weights: Optional[Path] = typer.Option(
+        None, help="Pretrained backbone checkpoint (any layout; required by meddinov3/dinov3/dinov3-single)."
+    ),
+    backbone: Optional[str] = typer.Option(
+        None,
+        help="Backbone preset (vitb16, meddinov3_vitb16, ...); default: the weights' own architecture, "
+        "else the method's.",
+    ),
+    backbone_set: list[str] = typer.Option(
+        [], "--backbone-set", help="Override a backbone config field, key=value (repeatable), e.g. depth=4."
+    ),
+    interaction_layers: Optional[str] = typer.Option(
+        None, help="Blocks fed to the multi-scale decoder, e.g. 2,5,8,11 (default: quarter ends)."
+    ),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Number of epochs (nnU-Net default 1000)."),
+    iterations_per_epoch: Optional[int] = typer.Option(
+        None, min=1, help="Training iterations per epoch (default 250)."
+    ),
+    val_iterations_per_epoch: Optional[int] = typer.Option(
+        None, min=1, help="Validation iterations per epoch (default 50)."
+    ),
+    save_every: Optional[int] = typer.Option(
+        None, min=1, help="Write checkpoint_latest.pth every N epochs (default 50)."
+    ),
+    device: str = typer.Option("cuda", help="cuda, cpu or mps."),
+    continue_training: bool = typer.Option(False, "--continue", help="Resume from the fold's latest checkpoint."),
+    validation_only: bool = typer.Option(False, "--validation-only", help="Only rerun the final validation."),
+    validate: bool = typer.Option(
+        True, help="Run nnU-Net's validation on the fold's held-out cases at the end."
+    ),
+    num_gpus: int = typer.Option(1, min=1, help="GPUs for DistributedDataParallel training."),
+    num_processes: Optional[int] = typer.Option(
+        None, "--num-processes", "-j", min=0, help="Data augmentation workers (0: in the main process)."
+    ),
+    plans: str = typer.Option("nnUNetPlans", help="Plans identifier."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train one fold of a method inside nnU-Net (resumable), then validate it.
+
+    Results go to $nnUNet_results/<dataset>/<Trainer>__<plans>__<config>/fold_<fold>/, with
+    nnU-Net's checkpoints, log and progress.png. The network spec (method, backbone
+    architecture) is stored in that folder's plans.json, so prediction needs no weights file.
+    --num-gpus N trains with nnU-Net's DistributedDataParallel (the batch is split over GPUs).
+    """
+    from meddinov3.nnunet.paths import set_process_counts
+
+    set_process_counts(num_processes)
+    with _clear_errors():
+        from meddinov3.nnunet.training import TrainingJob, run_training
+
+        job = TrainingJob(
+            dataset=dataset,
+            method=method,
+            configuration=config,
+            fold=fold,
+            weights=str(weights) if weights is not None else None,
+            backbone=backbone,
+            backbone_overrides=_parse_overrides(backbone_set),
+            interaction_layers=_parse_layers(interaction_layers),
+            epochs=epochs,
+            iterations_per_epoch=iterations_per_epoch,
+            val_iterations_per_epoch=val_iterations_per_epoch,
+            save_every=save_every,
+            device=device,
+            continue_training=continue_training,
+            validation_only=validation_only,
+            validate=validate,
+            num_gpus=num_gpus,
+            plans_identifier=plans,
+            show_progress=progress,
+        )
+        folder = run_training(job)
+    typer.echo(f"model: {folder}")
+
+
+def predict(
+    input_path: Path = typer.Option(
+        ..., "-i", "--input", help="NIfTI file, folder of NIfTI files, or DICOM series folder."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder for the label maps."),
+    model: Path = typer.Option(..., "-m", "--model", help="Trained model folder (<Trainer>__<plans>__<config>)."),
+    fold: list[str] = typer.Option(["0"], "--fold", help="Fold(s) to ensemble (repeatable; 'all' for fold_all)."),
+    checkpoint: str = typer.Option("checkpoint_final.pth", help="Checkpoint file name inside each fold."),
+    device: str = typer.Option("cpu", help="cuda, cpu or mps."),
+    overwrite: bool = typer.Option(False, help="Redo cases whose output already exists."),
+    mirroring: bool = typer.Option(True, help="Test-time mirroring (nnU-Net default)."),
+    step_size: float = typer.Option(0.5, min=0.1, max=1.0, help="Sliding-window step as a fraction of the patch."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", "-j", min=1, help="nnU-Net worker threads."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Segment volumes with a trained model; label maps keep each input's exact geometry."""
+    from meddinov3.nnunet.paths import set_process_counts
+
+    set_process_counts(num_processes)
+    with _clear_errors():
+        from meddinov3.nnunet.prediction import predict as run_prediction
+
+        folds = [f if f == "all" else int(f) for f in fold]
+        written = run_prediction(
+            input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress
+        )
+    for path in written:
+        typer.echo(f"wrote {path}")

@@ -1,0 +1,125 @@
+"""The high-resolution 2D configuration (`2d_<size>`) and the plan-and-preprocess pipeline.
+
+MedDINOv3 trains on axial slices resampled so that the nnU-Net 2D patch covers the same field
+of view at `size` x `size` pixels (896 in the paper). The release asks users to hand-edit
+nnUNetPlans.json for this; here the configuration is derived from the planned "2d" one and
+preprocessed by nnU-Net itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from meddinov3.nnunet.paths import NnUNetSetupError, PREPROCESSED, RAW, dataset_folder_name, require_folders
+
+VIT_PATCH = 16
+DEFAULT_PLANS = "nnUNetPlans"
+
+
+def highres_name(size: int) -> str:
+    return f"2d_{size}"
+
+
+def resolved_configuration(plans: dict, name: str) -> dict:
+    """A configuration with its `inherits_from` chain applied, as nnU-Net resolves it."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    if name not in plans["configurations"]:
+        available = sorted(plans["configurations"])
+        raise NnUNetSetupError(f"configuration {name!r} is not in the plans; available: {available}")
+    return PlansManager(plans).get_configuration(name).configuration
+
+
+def highres_configuration(plans: dict, size: int, base: str = "2d", batch_size: int | None = None) -> dict:
+    """The `2d_<size>` entry: base 2D plan with patch size x size and the spacing that keeps its field of view.
+
+    spacing_new = spacing_2d * patch_2d / size, per axis. The batch size is the base one (as in the
+    release) unless given.
+    """
+    if size <= 0 or size % VIT_PATCH:
+        raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
+    base_config = resolved_configuration(plans, base)
+    if len(base_config["patch_size"]) != 2:
+        raise NnUNetSetupError(f"configuration {base!r} is not 2D (patch size {base_config['patch_size']})")
+    spacing = [float(s) * float(p) / size for s, p in zip(base_config["spacing"], base_config["patch_size"])]
+    median = [float(m) * float(old) / new for m, old, new in
+              zip(base_config["median_image_size_in_voxels"], base_config["spacing"], spacing)]
+    return {
+        "inherits_from": base,
+        "data_identifier": f"{plans['plans_name']}_{highres_name(size)}",
+        "patch_size": [size, size],
+        "spacing": spacing,
+        "median_image_size_in_voxels": median,
+        "batch_size": int(batch_size if batch_size is not None else base_config["batch_size"]),
+    }
+
+
+def with_highres_configuration(plans: dict, size: int, base: str = "2d", batch_size: int | None = None) -> dict:
+    """A copy of `plans` with `2d_<size>` added (replacing an older entry of that name)."""
+    new_plans = json.loads(json.dumps(plans))
+    new_plans["configurations"][highres_name(size)] = highres_configuration(plans, size, base, batch_size)
+    return new_plans
+
+
+def write_json_atomically(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=4, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def plans_path(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> Path:
+    return require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name / f"{plans_identifier}.json"
+
+
+def load_plans(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> dict:
+    path = plans_path(dataset_name, plans_identifier)
+    if not path.is_file():
+        raise NnUNetSetupError(f"no plans at {path}; run `meddinov3 plan {dataset_name}` first")
+    return json.loads(path.read_text())
+
+
+def plan_and_preprocess(
+    dataset: str | int,
+    sizes: tuple[int, ...] = (896,),
+    num_processes: int = 1,
+    batch_size: int | None = None,
+    verify_dataset: bool = True,
+    plans_identifier: str = DEFAULT_PLANS,
+    reuse_fingerprint: bool = True,
+) -> Path:
+    """Fingerprint, nnU-Net plans, the `2d_<size>` configurations, and preprocessing of 2d and those.
+
+    An existing fingerprint is reused unless `reuse_fingerprint=False`, so re-running after an
+    interruption skips that step.
+    Returns the plans file.
+    """
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
+    )
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
+    require_folders(RAW, PREPROCESSED)
+    for size in sizes:
+        if size <= 0 or size % VIT_PATCH:
+            raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
+    name = dataset_folder_name(dataset)
+    dataset_id = convert_dataset_name_to_id(name)
+
+    extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=verify_dataset,
+                         clean=not reuse_fingerprint)
+    plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
+
+    plans = load_plans(name, plans_identifier)
+    for size in sizes:
+        plans = with_highres_configuration(plans, size, batch_size=batch_size)
+    path = plans_path(name, plans_identifier)
+    write_json_atomically(plans, path)
+
+    configurations = ["2d", *(highres_name(size) for size in sizes)]
+    preprocess([dataset_id], plans_identifier, configurations, [num_processes] * len(configurations))
+    return path

@@ -1,0 +1,235 @@
+"""Segment new volumes with a trained model folder, through nnU-Net's predictor.
+
+nnU-Net's `initialize_from_trained_model_folder` finds the trainer class by importing every
+nnU-Net trainer module (one needs timm) and unpickles checkpoints with `weights_only=False`.
+Here the network is rebuilt from the model folder's plans (which carry the MedDINOv3 network
+spec) by the trainer's own static builder, the checkpoint is read with `weights_only=True`,
+and the predictor is set up with `manual_initialization`. Preprocessing, sliding-window
+inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from meddinov3.nnunet.paths import NnUNetSetupError
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+class PredictionInputError(ValueError):
+    """Input files that cannot be segmented as given; the message names them."""
+
+
+@dataclass
+class Case:
+    name: str
+    files: list[str]  # one file per input channel, in channel order
+
+
+def _strip_nifti_ending(filename: str) -> str | None:
+    for ending in NIFTI_ENDINGS:
+        if filename.endswith(ending):
+            return filename[: -len(ending)]
+    return None
+
+
+def _nifti_cases(files: Sequence[Path], num_channels: int) -> list[Case]:
+    """Group NIfTI files into cases by nnU-Net's `CASE_XXXX` channel naming (needed for several
+    channels); for one channel, `CASE_0000` files are named CASE and any other file by its stem."""
+    stems = {f: _strip_nifti_ending(f.name) for f in files}
+    channel_named = {f: _CHANNEL_SUFFIX.match(s) for f, s in stems.items()}
+    all_channel_zero = all(m is not None and int(m["channel"]) == 0 for m in channel_named.values())
+    if num_channels > 1 or all_channel_zero:
+        cases: dict[str, dict[int, str]] = {}
+        for f, match in channel_named.items():
+            if match is None:
+                raise PredictionInputError(
+                    f"{f}: the model takes {num_channels} channels; name inputs CASE_0000.nii.gz ... "
+                    f"CASE_{num_channels - 1:04d}.nii.gz"
+                )
+            cases.setdefault(match["case"], {})[int(match["channel"])] = str(f)
+        result = []
+        for name, channels in sorted(cases.items()):
+            if sorted(channels) != list(range(num_channels)):
+                raise PredictionInputError(
+                    f"case {name!r}: found channels {sorted(channels)}, the model needs 0..{num_channels - 1}"
+                )
+            result.append(Case(name, [channels[c] for c in range(num_channels)]))
+        return result
+    return [Case(stems[f], [str(f)]) for f in sorted(files)]
+
+
+def _dicom_series(folder: Path) -> list[tuple[str, list[str]]]:
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
+    return [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in series]
+
+
+def _dicom_to_nifti(files: list[str], target: Path) -> None:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    sitk.WriteImage(reader.Execute(), str(target), True)
+
+
+def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Path) -> list[Case]:
+    """Cases from a NIfTI file, a folder of NIfTI files, or a DICOM series folder.
+
+    DICOM series are converted to NIfTI in `scratch` first (geometry kept); a folder holding
+    several series gives one case per series.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise PredictionInputError(f"{path}: no such file or folder")
+    if path.is_file():
+        if _strip_nifti_ending(path.name) is None:
+            raise PredictionInputError(f"{path}: expected a NIfTI file (.nii or .nii.gz) or a DICOM series folder")
+        return _nifti_cases([path], num_channels)
+    niftis = [f for f in path.iterdir() if f.is_file() and _strip_nifti_ending(f.name) is not None]
+    if niftis:
+        return _nifti_cases(niftis, num_channels)
+    series = _dicom_series(path)
+    if not series:
+        raise PredictionInputError(f"{path}: contains neither NIfTI files nor a DICOM series")
+    if num_channels != 1:
+        raise PredictionInputError(f"{path}: DICOM input supports single-channel models, this one takes {num_channels}")
+    cases = []
+    for uid, files in series:
+        name = path.name if len(series) == 1 else f"{path.name}_{uid}"
+        target = scratch / f"{name}.nii.gz"
+        _dicom_to_nifti(files, target)
+        cases.append(Case(name, [str(target)]))
+    return cases
+
+
+def _fold_folder(model_dir: Path, fold: int | str) -> Path:
+    return model_dir / f"fold_{fold}"
+
+
+def load_predictor(
+    model_dir: str | os.PathLike,
+    folds: Sequence[int | str] = (0,),
+    checkpoint_name: str = "checkpoint_final.pth",
+    device: str = "cpu",
+    tile_step_size: float = 0.5,
+    use_mirroring: bool = True,
+) -> Any:
+    """An nnUNetPredictor holding the model folder's network and one parameter set per fold."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from meddinov3.nnunet.checkpoints import network_state, read_nnunet_checkpoint
+    from meddinov3.nnunet.trainers import trainer_class
+
+    model_dir = Path(model_dir)
+    for required in ("plans.json", "dataset.json"):
+        if not (model_dir / required).is_file():
+            raise NnUNetSetupError(f"{model_dir}: not a trained model folder (no {required})")
+    if not folds:
+        raise ValueError("at least one fold is needed")
+    checkpoints = []
+    for fold in folds:
+        path = _fold_folder(model_dir, fold) / checkpoint_name
+        if not path.is_file():
+            raise NnUNetSetupError(f"{path}: checkpoint not found (train this fold first or pick --checkpoint)")
+        checkpoints.append(read_nnunet_checkpoint(path))
+    first = checkpoints[0]
+    plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text()))
+    dataset_json = json.loads((model_dir / "dataset.json").read_text())
+    configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
+    num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = trainer_class(first["trainer_name"]).build_network_architecture(
+        plans_manager, configuration_manager, num_inputs, num_outputs, enable_deep_supervision=False
+    )
+    parameters = [network_state(c) for c in checkpoints]
+    network.load_state_dict(parameters[0])
+
+    torch_device = torch.device(device)
+    predictor = nnUNetPredictor(
+        tile_step_size=tile_step_size,
+        use_gaussian=True,
+        use_mirroring=use_mirroring,
+        perform_everything_on_device=torch_device.type == "cuda",
+        device=torch_device,
+        allow_tqdm=False,
+    )
+    predictor.manual_initialization(
+        network,
+        plans_manager,
+        configuration_manager,
+        parameters,
+        dataset_json,
+        first["trainer_name"],
+        first.get("inference_allowed_mirroring_axes"),
+    )
+    return predictor
+
+
+def _segment_case(predictor: Any, case: Case, output: Path) -> None:
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+    data, _, properties = preprocessor.run_case(
+        case.files, None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
+    )
+    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+    segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, properties
+    )
+    partial = output.with_name(f".partial_{output.name}")
+    predictor.plans_manager.image_reader_writer_class().write_seg(segmentation, str(partial), properties)
+    os.replace(partial, output)
+
+
+def predict(
+    input_path: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    folds: Sequence[int | str] = (0,),
+    checkpoint_name: str = "checkpoint_final.pth",
+    device: str = "cpu",
+    overwrite: bool = False,
+    use_mirroring: bool = True,
+    tile_step_size: float = 0.5,
+    show_progress: bool = True,
+) -> list[Path]:
+    """Segment every case under `input_path` into `output_folder`/<case><file ending>.
+
+    Existing outputs are kept unless `overwrite`, so an interrupted run continues where it
+    stopped. Returns the written label maps.
+    """
+    from rich.progress import Progress
+
+    predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
+    num_channels = len(predictor.dataset_json["channel_names"])
+    ending = predictor.dataset_json["file_ending"]
+    out = Path(output_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meddinov3_predict_")))
+        cases = collect_cases(input_path, num_channels, scratch)
+        progress = stack.enter_context(Progress(disable=not show_progress))
+        task = progress.add_task("segmenting", total=len(cases))
+        written = []
+        for case in cases:
+            target = out / f"{case.name}{ending}"
+            if overwrite or not target.exists():
+                _segment_case(predictor, case, target)
+            written.append(target)
+            progress.advance(task)
+    return written

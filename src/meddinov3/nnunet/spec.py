@@ -1,0 +1,126 @@
+"""What a trained model needs to rebuild its network, stored inside nnU-Net's own plans.
+
+The spec (method, backbone architecture, decoder layers) is written into the configuration the
+trainer runs (`plans["configurations"][name]["meddinov3"]`). nnU-Net saves those plans next to
+the model (plans.json) and in every checkpoint, and hands them to the trainer's static
+`build_network_architecture`, so training, resuming, validation, `meddinov3 predict` and
+`nnUNetv2_predict` all rebuild the same network from them; the pretrained weights file is not
+needed after training because the fine-tuned weights include the encoder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from meddinov3.backbone import BackboneConfig
+from meddinov3.nnunet.methods import RECIPE, Method, get_method
+
+PLANS_KEY = "meddinov3"
+# For `nnUNetv2_train -tr MedDINOv3Trainer`, where no command line of ours is involved.
+WEIGHTS_ENV = "MEDDINOV3_WEIGHTS"
+
+
+class NetworkSpecError(ValueError):
+    """A network spec that is missing, inconsistent, or does not fit the plans."""
+
+
+def default_interaction_layers(depth: int) -> list[int]:
+    """Ends of the four quarters of the network: blocks 2, 5, 8, 11 for the paper's 12-block ViT."""
+    if depth < 4:
+        raise NetworkSpecError(f"multi-scale decoding needs at least 4 blocks, the backbone has {depth}")
+    return [depth * q // 4 - 1 for q in (1, 2, 3, 4)]
+
+
+@dataclass
+class NetworkSpec:
+    method: str
+    backbone: dict[str, Any]
+    multiscale: bool
+    interaction_layers: list[int]
+    # Where the encoder came from, for the record; rebuilding never reads it.
+    pretrained_weights: str | None = None
+
+    def backbone_config(self) -> BackboneConfig:
+        return BackboneConfig.from_dict(self.backbone)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "NetworkSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise NetworkSpecError(f"unknown keys in the stored network spec: {unknown}")
+        spec = cls(**dict(values))
+        get_method(spec.method)
+        spec.backbone_config()
+        return spec
+
+
+def build_spec(
+    method: Method,
+    weights: str | os.PathLike | None = None,
+    backbone: str | None = None,
+    backbone_overrides: Mapping[str, Any] | None = None,
+    interaction_layers: list[int] | None = None,
+) -> NetworkSpec:
+    """The spec for a new training run.
+
+    Architecture: the weights' own (inferred from the checkpoint) when weights are given and no
+    backbone is named; otherwise the named preset (default: the method's) with overrides. In the
+    second case the weights must fit that architecture exactly (checked when they are loaded).
+    Fine-tuning always uses the recipe's drop-path rate unless overridden.
+    """
+    from meddinov3.backbone import load_backbone, preset_config
+
+    if method.backbone_preset is None:
+        raise NetworkSpecError(f"method {method.name!r} does not use a ViT backbone")
+    if method.needs_weights and weights is None:
+        raise NetworkSpecError(
+            f"method {method.name!r} fine-tunes pretrained weights: pass --weights PATH "
+            f"(or set {WEIGHTS_ENV} for nnUNetv2_train)"
+        )
+    overrides = {"drop_path_rate": RECIPE.drop_path_rate, **(backbone_overrides or {})}
+    if weights is not None and backbone is None:
+        config = load_backbone(weights).config.replace(**overrides)
+    else:
+        config = preset_config(backbone or method.backbone_preset, **overrides)
+    layers = list(interaction_layers) if interaction_layers else default_interaction_layers(config.depth)
+    return NetworkSpec(
+        method=method.name,
+        backbone=config.to_dict(),
+        multiscale=method.multiscale,
+        interaction_layers=layers if method.multiscale else [config.depth - 1],
+        pretrained_weights=str(os.path.abspath(weights)) if weights is not None else None,
+    )
+
+
+def spec_in_configuration(configuration: Mapping[str, Any]) -> NetworkSpec | None:
+    values = configuration.get(PLANS_KEY)
+    return NetworkSpec.from_dict(values) if values is not None else None
+
+
+def attach_spec(plans: dict, configuration: str, spec: NetworkSpec) -> None:
+    """Store the spec in the plans' entry for `configuration` (in place)."""
+    if configuration not in plans["configurations"]:
+        raise NetworkSpecError(f"configuration {configuration!r} not in plans {sorted(plans['configurations'])}")
+    plans["configurations"][configuration][PLANS_KEY] = spec.to_dict()
+
+
+def spec_in_plans(plans: Mapping[str, Any], configuration: str) -> NetworkSpec | None:
+    entry = plans.get("configurations", {}).get(configuration, {})
+    return spec_in_configuration(entry)
+
+
+def check_patch_size(patch_size: Any, spec: NetworkSpec, configuration: str = "") -> None:
+    patch = spec.backbone_config().patch_size
+    bad = [int(p) for p in patch_size if int(p) % patch]
+    if len(patch_size) != 2 or bad:
+        raise NetworkSpecError(
+            f"configuration {configuration!r} has patch size {list(patch_size)}; the ViT trainers need a 2D patch "
+            f"whose sides are multiples of {patch}. Create one with `meddinov3 plan DATASET --size N` "
+            f"(N a multiple of {patch}) and train with --config 2d_N"
+        )

@@ -1,0 +1,149 @@
+"""nnU-Net v2 trainers for the MedDINOv3 methods: thin subclasses of nnU-Net's own trainer.
+
+Everything not listed here (data loading, augmentation, Dice + CE loss, foreground
+oversampling, mixed precision, checkpoints, validation, DDP) is nnU-Net's. What differs:
+- the network: a DINOv3 ViT with a (multi-scale) Primus decoder, built from the network spec
+  stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly;
+- the optimiser: AdamW, betas (0.9, 0.98), weight decay 5e-2, separate encoder and decoder
+  learning rates, each decaying linearly to zero over the epochs;
+- no deep supervision.
+
+Users of `nnUNetv2_train` reach these classes through nnU-Net's `nnUNet_extTrainer` plugin
+folder (see `plugin/`); `meddinov3 train` constructs them directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import ClassVar
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from meddinov3.nnunet.methods import RECIPE, get_method, method_of_trainer
+from meddinov3.nnunet.network import build_network, load_pretrained_encoder, unwrap
+from meddinov3.nnunet.plans import resolved_configuration
+from meddinov3.nnunet.optim import PolyLRPerGroup, build_optimizer
+from meddinov3.nnunet.spec import (
+    WEIGHTS_ENV,
+    NetworkSpec,
+    NetworkSpecError,
+    attach_spec,
+    build_spec,
+    check_patch_size,
+    spec_in_configuration,
+    spec_in_plans,
+)
+
+
+class ViTSegmentationTrainer(nnUNetTrainer):
+    """Shared by the MedDINOv3 methods; subclasses only name their method."""
+
+    method_name: ClassVar[str]
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
+        # The spec must be in the plans before nnU-Net copies them: it is what gets saved with
+        # the model and what the static network builder sees.
+        spec = self._spec_for(plans, configuration)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        method = get_method(self.method_name)
+        self.network_spec = spec
+        self.initial_lr = RECIPE.decoder_lr
+        self.encoder_lr = method.encoder_lr
+        self.weight_decay = RECIPE.weight_decay
+        self.oversample_foreground_percent = RECIPE.oversample_foreground
+        self.enable_deep_supervision = RECIPE.deep_supervision
+        # Off when a checkpoint is about to overwrite every weight anyway (resuming).
+        self.load_pretrained_weights = True
+
+    @classmethod
+    def _spec_for(cls, plans: dict, configuration: str) -> NetworkSpec:
+        spec = spec_in_plans(plans, configuration)
+        if spec is None:
+            spec = build_spec(get_method(cls.method_name), weights=os.environ.get(WEIGHTS_ENV) or None)
+            attach_spec(plans, configuration, spec)
+        elif spec.method != cls.method_name:
+            raise NetworkSpecError(
+                f"the plans hold a network spec for method {spec.method!r}, but {cls.__name__} trains "
+                f"{cls.method_name!r}"
+            )
+        check_patch_size(resolved_configuration(plans, configuration)["patch_size"], spec, configuration)
+        return spec
+
+    @staticmethod
+    def build_network_architecture(
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        spec = spec_in_configuration(configuration_manager.configuration)
+        if spec is None:
+            raise NetworkSpecError(
+                "these plans carry no MedDINOv3 network spec: train with `meddinov3 train` or a MedDINOv3 "
+                "trainer so that the model folder's plans.json records it"
+            )
+        check_patch_size(configuration_manager.patch_size, spec)
+        return build_network(spec, num_input_channels, num_output_channels)
+
+    def initialize(self) -> None:
+        super().initialize()
+        if self.load_pretrained_weights and self.network_spec.pretrained_weights:
+            load_pretrained_encoder(self.network, self.network_spec, self.num_input_channels)
+            self.print_to_log_file(f"Loaded pretrained encoder weights from {self.network_spec.pretrained_weights}")
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRPerGroup]:
+        optimizer = build_optimizer(
+            unwrap(self.network), self.encoder_lr, self.initial_lr, self.weight_decay, fused=self.device.type == "cuda"
+        )
+        return optimizer, PolyLRPerGroup(optimizer, self.num_epochs, RECIPE.poly_exponent)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """The Primus decoder has a single output; nothing to switch."""
+
+
+class MedDINOv3Trainer(ViTSegmentationTrainer):
+    method_name = "meddinov3"
+
+
+class DINOv3Trainer(ViTSegmentationTrainer):
+    method_name = "dinov3"
+
+
+class DINOv3SingleScaleTrainer(ViTSegmentationTrainer):
+    method_name = "dinov3-single"
+
+
+class ViTScratchTrainer(ViTSegmentationTrainer):
+    method_name = "scratch"
+
+
+TRAINERS: dict[str, type[nnUNetTrainer]] = {
+    cls.__name__: cls
+    for cls in (nnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
+}
+
+
+def trainer_class(name: str) -> type[nnUNetTrainer]:
+    """A trainer class by name: this package's (including methods defined in other modules) and
+    nnU-Net's default without importing every nnU-Net trainer module (one needs timm); any other
+    name through nnU-Net's own search."""
+    if name in TRAINERS:
+        return TRAINERS[name]
+    method = method_of_trainer(name)
+    if method is not None and method.trainer_module is not None:
+        return getattr(importlib.import_module(method.trainer_module), name)
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)

@@ -1,0 +1,274 @@
+"""The nnU-Net trainers: the paper's optimiser and schedule, strict pretrained loading, the
+network spec carried in the plans, and nnU-Net's plugin discovery."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import FIXTURES, load_fixture, relative_error
+from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.nnunet.methods import METHODS
+from meddinov3.nnunet.network import PretrainedWeightsError
+from meddinov3.nnunet.optim import PolyLRPerGroup
+from meddinov3.nnunet.spec import WEIGHTS_ENV, NetworkSpecError, attach_spec, build_spec, spec_in_plans
+from meddinov3.nnunet.trainers import (
+    DINOv3SingleScaleTrainer,
+    DINOv3Trainer,
+    MedDINOv3Trainer,
+    TRAINERS,
+    ViTScratchTrainer,
+    trainer_class,
+)
+
+TINY = {"embed_dim": 48, "num_heads": 2, "depth": 4}
+TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
+
+
+def _plans(patch=(64, 64)) -> dict:
+    """A minimal but complete nnU-Net v2 plans dict with one 2D configuration."""
+    unet = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {},
+        "_kw_requires_import": [],
+    }
+    return {
+        "dataset_name": "Dataset990_Unit",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": [3.0, 0.8, 0.8],
+        "original_median_shape_after_transp": [8, 64, 64],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 700.0, "mean": 100.0, "median": 90.0, "min": -50.0,
+                  "percentile_00_5": -40.0, "percentile_99_5": 690.0, "std": 150.0}
+        },
+        "configurations": {
+            "2d": {
+                "data_identifier": "nnUNetPlans_2d",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": list(patch),
+                "median_image_size_in_voxels": [64.0, 64.0],
+                "spacing": [0.8, 0.8],
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "architecture": unet,
+                "batch_dice": True,
+            }
+        },
+    }
+
+
+DATASET_JSON = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "liver": 1, "kidney": 2},
+    "numTraining": 5,
+    "file_ending": ".nii.gz",
+}
+
+
+@pytest.fixture
+def nnunet_env(tmp_path, monkeypatch):
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    # initialize() infers nnU-Net's dataset format from the file endings it finds here.
+    data = tmp_path / "nnUNet_preprocessed" / "Dataset990_Unit" / "nnUNetPlans_2d"
+    data.mkdir(parents=True)
+    (data / "case.b2nd").touch()
+    return tmp_path
+
+
+def _trainer(cls, plans, configuration="2d"):
+    plans = copy.deepcopy(plans)
+    plans["continue_training"] = False
+    trainer = cls(plans=plans, configuration=configuration, fold=0, dataset_json=DATASET_JSON,
+                  device=torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def _plans_with(method: str, weights=None, **overrides) -> dict:
+    plans = _plans()
+    spec = build_spec(METHODS[method], weights=weights, backbone_overrides=overrides or None)
+    attach_spec(plans, "2d", spec)
+    return plans
+
+
+@pytest.mark.parametrize(
+    "cls, weights, encoder_lr",
+    [
+        (MedDINOv3Trainer, TEACHER, 3e-5),
+        (DINOv3Trainer, TEACHER, 1e-4),
+        (DINOv3SingleScaleTrainer, TEACHER, 1e-4),
+        (ViTScratchTrainer, None, 3e-4),
+    ],
+)
+def test_optimizer_is_adamw_with_encoder_and_decoder_groups(nnunet_env, cls, weights, encoder_lr):
+    overrides = {} if weights else TINY
+    trainer = _trainer(cls, _plans_with(cls.method_name, weights, **overrides))
+    opt = trainer.optimizer
+    assert isinstance(opt, torch.optim.AdamW)
+    decoder, encoder = opt.param_groups
+    assert (decoder["name"], encoder["name"]) == ("decoder", "encoder")
+    assert decoder["initial_lr"] == pytest.approx(3e-4)
+    assert encoder["initial_lr"] == pytest.approx(encoder_lr)
+    for group in (decoder, encoder):
+        assert group["betas"] == (0.9, 0.98)
+        assert group["weight_decay"] == pytest.approx(5e-2)
+    network = trainer.network
+    trainable = {id(p) for p in network.parameters() if p.requires_grad}
+    encoder_ids = {id(p) for p in encoder["params"]}
+    assert encoder_ids == {id(p) for p in network.dino_encoder.parameters() if p.requires_grad}
+    assert encoder_ids | {id(p) for p in decoder["params"]} == trainable
+    assert not encoder_ids & {id(p) for p in decoder["params"]}
+
+
+def test_recipe_settings(nnunet_env):
+    trainer = _trainer(ViTScratchTrainer, _plans_with("scratch", **TINY))
+    assert trainer.enable_deep_supervision is False
+    assert trainer.oversample_foreground_percent == pytest.approx(0.33)
+    assert trainer.network.dino_encoder.config.drop_path_rate == pytest.approx(0.2)
+    assert trainer.network.interaction_layers == [3]  # single-scale: last block only
+    multi = _trainer(DINOv3Trainer, _plans_with("dinov3", TEACHER))
+    assert multi.network.interaction_layers == [2, 5, 8, 11]
+
+
+def test_linear_decay_per_group_over_the_epochs(nnunet_env):
+    trainer = _trainer(MedDINOv3Trainer, _plans_with("meddinov3", TEACHER))
+    trainer.num_epochs = 10
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    for epoch in (0, 3, 9):
+        trainer.lr_scheduler.step(epoch)
+        factor = 1 - epoch / 10
+        decoder, encoder = (g["lr"] for g in trainer.optimizer.param_groups)
+        assert decoder == pytest.approx(3e-4 * factor)
+        assert encoder == pytest.approx(3e-5 * factor)
+
+
+def test_poly_schedule_exponent_and_end():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [param], "lr": 1.0}])
+    schedule = PolyLRPerGroup(opt, max_epochs=4, exponent=2.0)
+    schedule.step(2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+    schedule.step(4)
+    assert schedule.get_last_lr() == [0.0]
+    with pytest.raises(ValueError, match="epoch"):
+        schedule.step()
+
+
+def test_every_trainable_parameter_gets_a_gradient(nnunet_env):
+    """DistributedDataParallel needs this: a parameter without a gradient stalls its reduction."""
+    for method, weights, overrides in (("scratch", None, TINY), ("dinov3", TEACHER, {})):
+        trainer = _trainer(TRAINERS[METHODS[method].trainer], _plans_with(method, weights, **overrides))
+        out = trainer.network(torch.randn(2, 1, 64, 64))
+        out.square().mean().backward()
+        missing = [n for n, p in trainer.network.named_parameters() if p.requires_grad and p.grad is None]
+        assert missing == []
+
+
+def test_pretrained_encoder_is_loaded_exactly(nnunet_env):
+    trainer = _trainer(MedDINOv3Trainer, _plans_with("meddinov3", TEACHER))
+    reference = load_backbone(TEACHER).state_dict()
+    loaded = trainer.network.dino_encoder.state_dict()
+    assert set(loaded) == set(reference)
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+    # What tensors cannot tell comes from the MedDINOv3 recipe: bfloat16 RoPE, eps 1e-6.
+    spec = trainer.network_spec.backbone_config()
+    assert (spec.rope_dtype, spec.norm_eps, spec.qkv_bias) == ("bf16", 1e-6, False)
+
+
+def test_missing_storage_tokens_is_an_error(nnunet_env, tmp_path):
+    state = build_backbone("vitb16", **TINY).state_dict()
+    del state["storage_tokens"]
+    path = tmp_path / "no_storage.pth"
+    torch.save(state, path)
+    plans = _plans()
+    # The architecture the user asked for has 4 storage tokens; the file has none.
+    spec = build_spec(METHODS["dinov3"], weights=path, backbone="vitb16", backbone_overrides=TINY)
+    attach_spec(plans, "2d", spec)
+    with pytest.raises(PretrainedWeightsError, match="n_storage_tokens") as err:
+        _trainer(DINOv3Trainer, plans)
+    assert str(path) in str(err.value)
+
+
+def test_weights_of_another_width_are_an_error(nnunet_env, tmp_path):
+    path = tmp_path / "wide.pth"
+    torch.save(build_backbone("vitb16", embed_dim=64, num_heads=2, depth=4).state_dict(), path)
+    plans = _plans()
+    attach_spec(plans, "2d", build_spec(METHODS["dinov3"], weights=path, backbone="vitb16", backbone_overrides=TINY))
+    with pytest.raises(PretrainedWeightsError, match="embed_dim"):
+        _trainer(DINOv3Trainer, plans)
+
+
+def test_methods_with_pretraining_need_weights(nnunet_env):
+    with pytest.raises(NetworkSpecError, match="--weights"):
+        _trainer(MedDINOv3Trainer, _plans())
+
+
+def test_weights_from_environment_for_nnunetv2_train(nnunet_env, monkeypatch):
+    """`nnUNetv2_train -tr MedDINOv3Trainer` gives plain plans; the trainer records its spec in them."""
+    monkeypatch.setenv(WEIGHTS_ENV, str(TEACHER))
+    trainer = _trainer(MedDINOv3Trainer, _plans())
+    stored = spec_in_plans(trainer.plans_manager.plans, "2d")
+    assert stored is not None and stored.pretrained_weights == str(TEACHER.resolve())
+    assert stored.method == "meddinov3"
+
+
+def test_patch_size_must_be_a_multiple_of_16(nnunet_env):
+    plans = _plans(patch=(72, 64))
+    attach_spec(plans, "2d", build_spec(METHODS["scratch"], backbone_overrides=TINY))
+    with pytest.raises(NetworkSpecError, match="multiples of 16"):
+        _trainer(ViTScratchTrainer, plans)
+
+
+def test_spec_of_another_method_is_rejected(nnunet_env):
+    with pytest.raises(NetworkSpecError, match="scratch"):
+        _trainer(MedDINOv3Trainer, _plans_with("scratch", **TINY))
+
+
+@torch.no_grad()
+def test_network_from_plans_loads_a_reference_finetuned_model(nnunet_env):
+    """A network saved by the reference trainer loads strictly into the one rebuilt from plans."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    case = load_fixture("meddinov3_tiny_teacher_expected.pt")["primus_multiscale"]
+    plans = _plans_with("meddinov3", TEACHER)
+    manager = PlansManager(plans)
+    network = MedDINOv3Trainer.build_network_architecture(
+        manager, manager.get_configuration("2d"), 1, case["num_classes"], enable_deep_supervision=False
+    )
+    network.load_state_dict(case["state_dict"], strict=True)
+    assert relative_error(network.eval()(case["x"]), case["logits"]) <= 1e-5
+
+
+def test_trainer_lookup_and_nnunet_plugin_discovery():
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from meddinov3.nnunet.plugin import PLUGIN_DIR
+
+    assert trainer_class("nnUNetTrainer") is nnUNetTrainer
+    for method in METHODS.values():
+        cls = trainer_class(method.trainer)
+        assert getattr(cls, "method_name", method.name) == method.name
+    # The call nnU-Net makes for each folder in nnUNet_extTrainer.
+    found = recursive_find_python_class(
+        PLUGIN_DIR, "MedDINOv3Trainer", None, base_folder=PLUGIN_DIR, cleanup_imports_from_base_folder=True
+    )
+    assert found is MedDINOv3Trainer
+
+
+def test_multi_gpu_arguments_are_checked_before_any_work():
+    from meddinov3.nnunet.training import TrainingJob, run_training
+
+    with pytest.raises(ValueError, match="needs --device cuda"):
+        run_training(TrainingJob(dataset="987", num_gpus=2, device="cpu"))
+    with pytest.raises(ValueError, match="exclude each other"):
+        run_training(TrainingJob(dataset="987", continue_training=True, validation_only=True, device="cpu"))
