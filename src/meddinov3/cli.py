@@ -13,6 +13,8 @@ from meddinov3.synth.commands import synth
 from meddinov3.evaluation.commands import evaluate
 from meddinov3.pretrain.commands import pretrain
 from meddinov3.nnunet.commands import plan, predict, train
+from meddinov3.convert.commands import convert
+from meddinov3.compare.commands import compare
 
 app = typer.Typer(
     name="meddinov3",
@@ -37,6 +39,8 @@ app.command("pretrain")(pretrain)
 app.command("plan")(plan)
 app.command("train")(train)
 app.command("predict")(predict)
+app.command("convert")(convert)
+app.command("compare")(compare)
 
 
 def main() -> None:

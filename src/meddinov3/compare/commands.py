@@ -1,0 +1,87 @@
+"""`meddinov3 compare`: the paper's Table 2 on one dataset, one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+DEFAULT_METHODS = "nnunet,segformer,dino-unet,meddinov3"
+
+
+def _parse_weights(items: list[str]) -> dict[str, str]:
+    weights: dict[str, str] = {}
+    for item in items:
+        method, sep, path = item.partition("=")
+        if not sep or not method or not path:
+            raise typer.BadParameter(f"expected METHOD=PATH, got {item!r}", param_hint="--weights")
+        weights[method.strip()] = path.strip()
+    return weights
+
+
+def compare(
+    dataset: str = typer.Argument(..., help="Dataset id or name (preprocessed with `meddinov3 plan`)."),
+    methods: str = typer.Option(DEFAULT_METHODS, help="Comma-separated `meddinov3 train --method` names."),
+    fold: int = typer.Option(0, min=0, max=4, help="Cross-validation fold (paper: 0, an 80/20 split)."),
+    weights: List[str] = typer.Option(
+        [], "--weights", help="METHOD=PATH pretrained backbone (repeatable), e.g. meddinov3=MedDINOv3.pth,"
+        " dino-unet=dinov3_vitb16.pth."
+    ),
+    config: Optional[str] = typer.Option(
+        None, "--config", help="One nnU-Net configuration for every method (default: each method's own)."
+    ),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per training (nnU-Net default 1000)."),
+    iterations_per_epoch: Optional[int] = typer.Option(None, min=1, help="Iterations per epoch (default 250)."),
+    val_iterations_per_epoch: Optional[int] = typer.Option(None, min=1, help="Validation iterations per epoch."),
+    device: str = typer.Option("cuda", help="cuda, cpu or mps."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Folder for the table and plot (default: $nnUNet_results/<dataset>/comparison_fold<k>)."
+    ),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Evaluation processes."),
+    num_processes: Optional[int] = typer.Option(
+        None, "--num-processes", min=0, help="nnU-Net data augmentation workers (0: in the main process)."
+    ),
+    progress: bool = typer.Option(True, help="Show training progress bars."),
+) -> None:
+    """Train (or reuse) each method on a fold, score its held-out cases, tabulate and plot them.
+
+    DSC and NSD (1 mm) per class and as the mean over classes, written to comparison.md,
+    comparison.csv and comparison.png with the paper's Table 2 numbers alongside when the
+    dataset is one of the paper's (AMOS22, KiTS23, LiTS, BTCV). Finished trainings and
+    evaluations are reused; interrupted trainings resume.
+    """
+    from meddinov3.nnunet.paths import set_process_counts
+
+    set_process_counts(num_processes)
+
+    from rich.console import Console
+
+    from meddinov3.compare.results import ComparisonError
+    from meddinov3.compare.runner import ComparisonJob, run_comparison
+    from meddinov3.evaluation import EvaluationError
+    from meddinov3.nnunet.paths import NnUNetSetupError
+
+    errors = Console(stderr=True)
+    job = ComparisonJob(
+        dataset=dataset,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        fold=fold,
+        configuration=config,
+        weights=_parse_weights(weights),
+        epochs=epochs,
+        iterations_per_epoch=iterations_per_epoch,
+        val_iterations_per_epoch=val_iterations_per_epoch,
+        device=device,
+        output=output,
+        eval_workers=workers,
+        show_progress=progress,
+    )
+    try:
+        outputs = run_comparison(job, report=lambda line: errors.print(line, highlight=False))
+    except (ComparisonError, EvaluationError, NnUNetSetupError, ValueError) as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(code=1) from error
+    typer.echo(outputs.markdown.read_text())
+    for path in (outputs.markdown, outputs.csv, outputs.plot):
+        errors.print(f"wrote {path}", highlight=False)
