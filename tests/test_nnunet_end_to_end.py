@@ -32,7 +32,7 @@ def short(epochs: int = 1) -> list[str]:
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "meddinov3.cli", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "meddinov3.cli", *args], env=env, capture_output=True, encoding="utf-8", errors="replace")
     if result.returncode != 0:
         raise AssertionError(f"meddinov3 {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -183,10 +183,10 @@ def test_clear_errors(workspace):
     _, env, _ = workspace
     no_env = {k: v for k, v in env.items() if not k.startswith("nnUNet_")}
     result = subprocess.run([sys.executable, "-m", "meddinov3.cli", "train", "987", "--device", "cpu"],
-                            env=no_env, capture_output=True, text=True)
+                            env=no_env, capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 1 and "nnUNet_preprocessed" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, "-m", "meddinov3.cli", "train", "987", "--device", "cpu",
-                             "--method", "meddinov3"], env=env, capture_output=True, text=True)
+                             "--method", "meddinov3"], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 1 and "2d_896" in result.stderr and "meddinov3 plan" in result.stderr
 
 

@@ -26,7 +26,7 @@ MIN_MARGIN = 0.2
 
 
 def _cli(env, *args):
-    result = subprocess.run([sys.executable, "-m", "meddinov3.cli", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "meddinov3.cli", *args], env=env, capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
