@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/meddinov3 features --out demo_out/features
+	$(BIN)/meddinov3 demo --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

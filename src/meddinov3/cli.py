@@ -11,10 +11,11 @@ from meddinov3.viz.commands import features
 from meddinov3.curate.commands import curate
 from meddinov3.synth.commands import synth
 from meddinov3.evaluation.commands import evaluate
-from meddinov3.pretrain.commands import pretrain
-from meddinov3.nnunet.commands import plan, predict, train
 from meddinov3.convert.commands import convert
 from meddinov3.compare.commands import compare
+from meddinov3.nnunet.commands import plan, predict, train
+from meddinov3.pretrain.commands import pretrain
+from meddinov3.demo.commands import demo
 
 app = typer.Typer(
     name="meddinov3",
@@ -35,12 +36,13 @@ app.command("features")(features)
 app.command("curate")(curate)
 app.command("synth")(synth)
 app.command("evaluate")(evaluate)
-app.command("pretrain")(pretrain)
+app.command("convert")(convert)
+app.command("compare")(compare)
 app.command("plan")(plan)
 app.command("train")(train)
 app.command("predict")(predict)
-app.command("convert")(convert)
-app.command("compare")(compare)
+app.command("pretrain")(pretrain)
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -1,0 +1,52 @@
+"""`meddinov3 demo`: the whole pipeline on synthetic CT and the bundled real slice, one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (reruns resume where they stopped)."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="small: about 10 minutes on 2 CPU cores (default); gpu: more data, a wider ViT "
+        "and longer schedules on a CUDA GPU (default with --gpu)."
+    ),
+    gpu: bool = typer.Option(False, "--gpu", help="Run on the CUDA GPU (implies --preset gpu unless one is given)."),
+    force: bool = typer.Option(False, "--force", help="Redo every step, deleting earlier outputs in --out."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the synthetic data and the training runs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library output instead of logging it to OUT/logs/."),
+) -> None:
+    """Synthesize CT -> curate -> pretrain a ViT -> nnU-Net plan -> fine-tune from the pretrained and
+    from a random backbone -> predict held-out cases -> DSC/NSD -> feature maps -> OUT/report.html.
+
+    Needs no downloads and no nnU-Net environment variables (its folders go under --out).
+    """
+    from rich.markup import escape
+
+    from meddinov3.demo.config import demo_config
+    from meddinov3.demo.pipeline import run_demo
+    from meddinov3.demo.steps import DemoStepError
+    from meddinov3.demo.terminal import terminal_console
+    from meddinov3.demo.workspace import DemoSetupError
+
+    console, can_capture = terminal_console()
+    try:
+        config = demo_config(preset or ("gpu" if gpu else "small"), seed=seed)
+        if gpu:
+            config = config.replace(device="cuda")
+        check_device(config.device)
+        run_demo(out, config, force, console, capture=can_capture and not verbose)
+    except (DemoSetupError, DemoStepError, ValueError) as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        raise typer.Exit(code=1) from error
+
+
+def check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--gpu / --preset gpu need a CUDA GPU, and torch sees none; run without --gpu")

@@ -1,0 +1,94 @@
+"""Demo step 3: a short stage-1 pretraining (DINO + iBOT + KoLeo, EMA teacher) on the corpus,
+and the randomly initialised twin of the same ViT that fine-tuning compares against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from meddinov3.demo.config import DemoConfig
+from meddinov3.demo.steps import StepContext
+from meddinov3.demo.terminal import polled
+from meddinov3.demo.workspace import Workspace
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[str, Any]:
+    """The stage-1 recipe of `meddinov3 pretrain --config stage1`, scaled to a few minutes.
+
+    Short runs need a fast-moving teacher (EMA momentum 0.95 instead of 0.992) and warmups
+    that are a fraction of the run; the losses, heads, crops and masking are the recipe's.
+    """
+    iterations = config.pretrain_iterations
+    on_gpu = config.device == "cuda"
+    return {
+        "data": {"corpus": str(corpus), "bundled_slice": False, "synthetic_slices": 0,
+                 "num_workers": 4 if on_gpu else 0, "seed": config.seed},
+        "crops": {"n_local": config.n_local_crops, "global_sizes": [config.global_crop],
+                  "local_sizes": [config.local_crop]},
+        "model": {"init": None, "arch": config.backbone_preset, "arch_overrides": config.backbone_overrides(),
+                  "drop_path_rate": 0.1, "head_prototypes": config.head_prototypes,
+                  "head_hidden_dim": config.head_hidden_dim, "head_bottleneck_dim": config.head_bottleneck_dim},
+        "optim": {"iterations": iterations, "global_batch_size": config.pretrain_batch_size,
+                  "lr": config.pretrain_lr, "min_lr": config.pretrain_lr / 100,
+                  "warmup_iterations": max(1, iterations // 10),
+                  "teacher_temp_warmup_iterations": max(1, iterations // 3),
+                  "freeze_last_layer_iterations": max(1, iterations // 20),
+                  "momentum": 0.95, "momentum_end": 1.0},
+        "run": {"output_dir": str(output), "checkpoint_every": max(10, iterations // 4),
+                "log_every": 10, "device": config.device, "seed": config.seed},
+    }
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
+
+def pretrain(context: StepContext) -> dict[str, Any]:
+    from meddinov3.pretrain.config import config_from_dict
+    from meddinov3.pretrain.train import train
+
+    workspace = context.workspace
+    iterations = workspace.config.pretrain_iterations
+    settings = pretrain_settings(workspace.config, workspace.corpus, workspace.pretrain)
+    config = config_from_dict(settings)
+    metrics_path = workspace.pretrain / METRICS_FILE
+    context.expect(iterations, "iterations")
+
+    def poll() -> tuple[int, str]:
+        metrics = read_metrics(metrics_path)
+        return len(metrics), f"loss {metrics[-1]['loss']:.3f}" if metrics else "building the model"
+
+    with polled(context.progress, context.task, poll):
+        result = train(config)
+    if result.exported is None:
+        raise RuntimeError(f"pretraining stopped at iteration {result.iteration} of {iterations} without an export")
+    metrics = read_metrics(metrics_path)
+    return {
+        "settings": settings,
+        "iterations": result.iteration,
+        "first_loss": metrics[0]["loss"],
+        "last_loss": metrics[-1]["loss"],
+        "backbone": str(result.exported["backbone"]),
+    }
+
+
+def save_random_backbone(config: DemoConfig, path: Path) -> Path:
+    """The pretrained ViT's architecture with random weights (seeded), in the same export format."""
+    import torch
+
+    from meddinov3.backbone import build_backbone
+    from meddinov3.backbone.export import save_backbone
+
+    torch.manual_seed(config.seed)
+    model = build_backbone(config.backbone_preset, drop_path_rate=0.0, **config.backbone_overrides())
+    return save_backbone(model, path)
+
+
+def pretrain_outputs(workspace: Workspace) -> list[Path]:
+    return [workspace.pretrain]
