@@ -150,7 +150,7 @@ def test_missing_file():
 def test_safetensors_export_round_trip(tmp_path, official):
     path = save_backbone(official, tmp_path / "backbone")
     assert path.suffix == ".safetensors"
-    assert BackboneConfig.from_dict(json.loads(path.with_suffix(".json").read_text())) == official.config
+    assert BackboneConfig.from_dict(json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))) == official.config
     assert _same_outputs(load_backbone(path), official)
 
 

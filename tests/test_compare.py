@@ -92,7 +92,7 @@ def test_compare_writes_table_csv_and_plot(workspace):
     lines: list[str] = []
     outputs = run_comparison(quick_job(workspace), report=lines.append)
 
-    text = outputs.markdown.read_text()
+    text = outputs.markdown.read_text(encoding="utf-8")
     assert f"# Method comparison on {workspace.dataset}, fold 0" in text
     for name in ("nnU-Net", "SegFormer", "Dino U-Net (B)"):
         assert f"| {name} |" in text
@@ -106,7 +106,7 @@ def test_compare_writes_table_csv_and_plot(workspace):
     # own evaluation of the same predictions (its validation summary.json, "foreground_mean").
     for scores in outputs.scores:
         nnunet_summary = workspace.fold_folder(_trainer(scores.method)) / "validation" / "summary.json"
-        expected = json.loads(nnunet_summary.read_text())["foreground_mean"]["Dice"]
+        expected = json.loads(nnunet_summary.read_text(encoding="utf-8"))["foreground_mean"]["Dice"]
         assert math.isclose(scores.dsc, 100 * expected, rel_tol=1e-6)
         assert 0.0 <= scores.nsd <= 100.0
 

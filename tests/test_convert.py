@@ -84,7 +84,7 @@ def make_lits(root: Path) -> Path:
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def case_files(folder: Path) -> list[str]:

@@ -152,7 +152,7 @@ def test_dicom_series_are_found_read_in_hu_and_mr_is_skipped(tmp_path):
     assert record.source.endswith("#1.2.826.0.1.3680043.9.7.1")
     assert record.raw["modality"] == "CT"
     assert corpus[3][128, 128] == TISSUE and corpus[3][0, 0] == AIR
-    skipped = [json.loads(line) for line in (tmp_path / "c/skipped.jsonl").read_text().splitlines()]
+    skipped = [json.loads(line) for line in (tmp_path / "c/skipped.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(skipped) == 1 and "Modality is MR" in skipped[0]["reason"]
 
 
@@ -175,7 +175,7 @@ def test_unreadable_and_non_ct_inputs_are_skipped_with_reasons(tmp_path):
     assert reasons["corrupt.nii.gz"].startswith("cannot read")
     assert "not a 3D volume" in reasons["flat2d.nii.gz"]
     assert "(256, 256)" in reasons["wrong_shape.npy"]
-    listed = [json.loads(line)["source"] for line in (tmp_path / "c/skipped.jsonl").read_text().splitlines()]
+    listed = [json.loads(line)["source"] for line in (tmp_path / "c/skipped.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(Path(s).name for s in listed) == sorted(reasons)
     assert [r.source for r in SliceCorpus(tmp_path / "c").records] == [str(good)]
     # Without the HU check the cached "not CT" verdict no longer applies.
@@ -202,7 +202,7 @@ def make_volumes(folder: Path, count: int, slices: int = 3) -> None:
 def test_resume_after_interrupted_commit_has_no_duplicates(tmp_path):
     make_volumes(tmp_path / "in", 3)
     curate_paths([tmp_path / "in"], tmp_path / "c")
-    reference = (tmp_path / "c/manifest.jsonl").read_text()
+    reference = (tmp_path / "c/manifest.jsonl").read_text(encoding="utf-8")
     # Kill between the .npy rename and the .json commit marker, with a temporary file left.
     victim = sorted((tmp_path / "c/shards").glob("*/*.json"))[0]
     victim.unlink()
@@ -213,7 +213,7 @@ def test_resume_after_interrupted_commit_has_no_duplicates(tmp_path):
 
     assert (summary.count("curated"), summary.count("reused")) == (1, 2)
     assert not leftover.exists()
-    assert (tmp_path / "c/manifest.jsonl").read_text() == reference
+    assert (tmp_path / "c/manifest.jsonl").read_text(encoding="utf-8") == reference
     corpus = SliceCorpus(tmp_path / "c")
     assert len({r.source for r in corpus.records}) == len(corpus.records) == 3
     assert len(corpus) == sum(r.n_slices for r in corpus.records)

@@ -3,8 +3,8 @@ the results table, and (slow) the whole demo as the README runs it, checked in a
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +17,11 @@ from meddinov3.demo.config import DemoConfig, demo_config
 from meddinov3.demo.pipeline import check_settings
 from meddinov3.demo.reporting import expected_random_dice
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
-from meddinov3.demo.workspace import DemoSetupError, Workspace, point_nnunet_here
+from meddinov3.demo.workspace import DemoSetupError, Workspace
 
 
 def quiet_console() -> Console:
-    return Console(file=open(os.devnull, "w"))
+    return Console(file=io.StringIO())
 
 
 def toy_steps(calls: list[str], fail_at: str | None = None) -> list[Step]:
@@ -60,7 +60,7 @@ def test_steps_run_once_and_resume_from_their_records(tmp_path):
     assert calls == ["first", "second"]
     assert [r.summary["value"] for r in records] == [41, 42]
     assert all(r.seconds >= 0 and r.cpu_seconds >= 0 and not r.skipped for r in records)
-    stored = json.loads((tmp_path / "steps" / "second.json").read_text())
+    stored = json.loads((tmp_path / "steps" / "second.json").read_text(encoding="utf-8"))
     assert stored["summary"] == {"value": 42}
 
     again = run_steps(toy_steps(calls), workspace(tmp_path), quiet_console(), force=False, capture=True)
@@ -75,7 +75,7 @@ def test_force_deletes_outputs_and_reruns(tmp_path):
     (tmp_path / "second.txt").write_text("stale")
     run_steps(toy_steps(calls), workspace(tmp_path), quiet_console(), force=True, capture=True)
     assert calls == ["first", "second", "first", "second"]
-    assert (tmp_path / "second.txt").read_text() == "2"
+    assert (tmp_path / "second.txt").read_text(encoding="utf-8") == "2"
 
 
 def test_failed_step_names_itself_shows_its_log_and_resumes(tmp_path):
@@ -85,7 +85,7 @@ def test_failed_step_names_itself_shows_its_log_and_resumes(tmp_path):
     message = str(error.value)
     assert "'second'" in message and "disk on fire" in message
     assert "library chatter before the failure" in message, "the log tail belongs in the error"
-    assert "library chatter" in (tmp_path / "logs" / "second.log").read_text()
+    assert "library chatter" in (tmp_path / "logs" / "second.log").read_text(encoding="utf-8")
     assert not (tmp_path / "steps" / "second.json").exists()
 
     run_steps(toy_steps(calls), workspace(tmp_path), quiet_console(), force=False, capture=True)
@@ -98,18 +98,29 @@ def test_output_folder_keeps_its_settings(tmp_path):
     with pytest.raises(DemoSetupError, match="seed"):
         check_settings(other, force=False)
     check_settings(other, force=True)
-    assert json.loads((tmp_path / "demo.json").read_text())["seed"] == 5
+    assert json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["seed"] == 5
 
 
-def test_nnunet_imported_with_other_folders_is_refused(tmp_path, monkeypatch):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, str(tmp_path / "elsewhere" / name))
-    import nnunetv2.paths  # noqa: F401 - now imported with folders that are not the demo's
-
-    before = dict(os.environ)
-    with pytest.raises(DemoSetupError, match="fresh process"):
-        point_nnunet_here(Workspace(tmp_path / "demo", demo_config("small")))
-    assert dict(os.environ) == before
+def test_nnunet_imported_with_other_folders_is_refused(tmp_path):
+    # In a child process: importing nnU-Net here would pin its folders for every later test.
+    script = (
+        "import os, sys\n"
+        "for name in ('nnUNet_raw', 'nnUNet_preprocessed', 'nnUNet_results'):\n"
+        "    os.environ[name] = sys.argv[1] + '/elsewhere/' + name\n"
+        "import nnunetv2.paths\n"
+        "from meddinov3.demo.config import demo_config\n"
+        "from meddinov3.demo.workspace import DemoSetupError, Workspace, point_nnunet_here\n"
+        "before = dict(os.environ)\n"
+        "try:\n"
+        "    point_nnunet_here(Workspace(__import__('pathlib').Path(sys.argv[1]) / 'demo', demo_config('small')))\n"
+        "except DemoSetupError as error:\n"
+        "    assert dict(os.environ) == before\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, encoding="utf-8",
+                            errors="replace", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fresh process" in result.stdout and "nnUNet_raw" in result.stdout
 
 
 def test_unknown_preset_and_settings_are_errors():
@@ -157,14 +168,14 @@ def test_make_demo_command_end_to_end(tmp_path):
     command = [str(Path(sys.executable).parent / "meddinov3"), "demo", "--out", str(out)]
     first = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=3600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    summary = json.loads((out / "steps" / "report.json").read_text())["summary"]
-    synth = json.loads((out / "steps" / "synth.json").read_text())["summary"]
+    summary = json.loads((out / "steps" / "report.json").read_text(encoding="utf-8"))["summary"]
+    synth = json.loads((out / "steps" / "synth.json").read_text(encoding="utf-8"))["summary"]
     assert synth["integrity_check"].startswith("passed")
 
     chance = summary["chance_dice"]
     for init in ("pretrained", "random"):
         assert summary["mean_dice"][init] > 10 * chance, (init, summary)
-        evaluation = json.loads((out / "evaluation" / init / "evaluation_summary.json").read_text())
+        evaluation = json.loads((out / "evaluation" / init / "evaluation_summary.json").read_text(encoding="utf-8"))
         assert evaluation["n_cases"] == demo_config("small").test_cases
         # A minutes-long run learns the big organs first (see the report's note).
         big = {entry["name"]: entry["dice"]["mean"] for entry in evaluation["labels"].values()}

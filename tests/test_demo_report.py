@@ -138,7 +138,7 @@ def test_browser_draws_the_figures(report_file, tmp_path):
 
 def test_report_is_one_self_contained_file(report_file):
     path, _ = report_file
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)=["'](?!data:)""", text), "the report must not reference external files"
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"], "no temporary files left"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +79,7 @@ def run_cli(*args: str):
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as stream:
+    with open(path, newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
 
 
@@ -107,7 +110,7 @@ def test_cli_writes_csv_and_summary_equal_to_evaluate_case(dataset):
     spleen_001 = next(r for r in rows if r["case"] == "case_001" and r["label"] == "2")
     assert (float(spleen_001["dice"]), float(spleen_001["nsd"]), spleen_001["hd95"]) == (0.0, 0.0, "nan")
 
-    summary = json.loads((dataset["pred"] / SUMMARY_JSON).read_text())
+    summary = json.loads((dataset["pred"] / SUMMARY_JSON).read_text(encoding="utf-8"))
     assert summary["n_cases"] == 3 and summary["protocol"]["tolerance_mm"] == 1.0
     label_means = []
     for label, name in ((1, "liver"), (2, "spleen"), (3, "kidney")):
@@ -131,6 +134,19 @@ def test_cli_writes_csv_and_summary_equal_to_evaluate_case(dataset):
     assert not list(dataset["pred"].glob(".*tmp"))
 
 
+def test_table_prints_on_an_ascii_only_terminal(dataset):
+    """With LC_ALL=C and no UTF-8 mode, stdout is ASCII: the command still finishes, '±' shown as '?'."""
+    env = {"PATH": os.environ["PATH"], "LC_ALL": "C", "PYTHONUTF8": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "meddinov3.cli", "evaluate", "--pred", str(dataset["pred"]), "--ref",
+         str(dataset["ref"]), "--dataset-json", str(dataset["json"]), "--workers", "1"],
+        env=env, capture_output=True, timeout=300,
+    )
+    stdout = result.stdout.decode("ascii")
+    assert result.returncode == 0, result.stderr.decode("ascii", errors="replace")[-2000:]
+    assert "spleen" in stdout and " ? " in stdout
+
+
 def test_without_dataset_json_labels_come_from_the_images(dataset, tmp_path):
     out = tmp_path / "reports"
     report = evaluate_folder(dataset["pred"], dataset["ref"], workers=1, output_dir=out)
@@ -151,8 +167,8 @@ def _rows_equal_nan(first, second) -> bool:
 def test_parallel_workers_give_the_same_reports(dataset, tmp_path):
     serial = evaluate_folder(dataset["pred"], dataset["ref"], dataset["json"], workers=1, output_dir=tmp_path / "a")
     parallel = evaluate_folder(dataset["pred"], dataset["ref"], dataset["json"], workers=2, output_dir=tmp_path / "b")
-    assert (tmp_path / "a" / PER_CASE_CSV).read_text() == (tmp_path / "b" / PER_CASE_CSV).read_text()
-    assert (tmp_path / "a" / SUMMARY_JSON).read_text() == (tmp_path / "b" / SUMMARY_JSON).read_text()
+    assert (tmp_path / "a" / PER_CASE_CSV).read_text(encoding="utf-8") == (tmp_path / "b" / PER_CASE_CSV).read_text(encoding="utf-8")
+    assert (tmp_path / "a" / SUMMARY_JSON).read_text(encoding="utf-8") == (tmp_path / "b" / SUMMARY_JSON).read_text(encoding="utf-8")
     assert _rows_equal_nan(serial.rows, parallel.rows)
 
 
@@ -161,7 +177,7 @@ def test_tolerance_option_changes_nsd_only(dataset, tmp_path):
     strict = evaluate_folder(dataset["pred"], dataset["ref"], dataset["json"], 0.0, workers=1, output_dir=tmp_path)
     assert loose.summary["mean_over_labels"]["nsd"] > strict.summary["mean_over_labels"]["nsd"]
     assert loose.summary["mean_over_labels"]["dice"] == strict.summary["mean_over_labels"]["dice"]
-    assert json.loads((tmp_path / SUMMARY_JSON).read_text())["protocol"]["tolerance_mm"] == 0.0
+    assert json.loads((tmp_path / SUMMARY_JSON).read_text(encoding="utf-8"))["protocol"]["tolerance_mm"] == 0.0
 
 
 def assert_fails_naming(dataset, fragments: list[str], *extra: str) -> None:
@@ -247,7 +263,7 @@ def test_other_formats_pair_by_case_name_and_extra_predictions_are_reported(data
     assert result.exit_code == 0, result.output
     assert "case_999" in result.stderr
     nifti = evaluate_folder(dataset["pred"], dataset["ref"], workers=1, output_dir=tmp_path / "nifti")
-    assert (nrrd_dir / PER_CASE_CSV).read_text() == (tmp_path / "nifti" / PER_CASE_CSV).read_text()
+    assert (nrrd_dir / PER_CASE_CSV).read_text(encoding="utf-8") == (tmp_path / "nifti" / PER_CASE_CSV).read_text(encoding="utf-8")
     assert nifti.unmatched_predictions == []
 
 

@@ -71,7 +71,7 @@ def test_plan_adds_a_preprocessed_highres_configuration(workspace):
 
     root, _, _ = workspace
     base = root / "nnUNet_preprocessed" / SPEC.folder_name
-    plans = json.loads((base / "nnUNetPlans.json").read_text())
+    plans = json.loads((base / "nnUNetPlans.json").read_text(encoding="utf-8"))
     low, high = plans["configurations"]["2d"], plans["configurations"]["2d_96"]
     assert high["inherits_from"] == "2d" and high["patch_size"] == [96, 96]
     assert high["data_identifier"] == "nnUNetPlans_2d_96"
@@ -103,7 +103,7 @@ def test_train_validate_resume_and_predict_tiny_vit(workspace, tmp_path):
     losses = resumed["logging"]["train_losses"]
     assert len(losses) == 2 and losses[0] == pytest.approx(first["logging"]["train_losses"][0])
     assert resumed["logging"]["lrs"][1] == pytest.approx(3e-4 * (1 - 1 / 2))
-    stored = json.loads((model / "plans.json").read_text())["configurations"]["2d_96"]["meddinov3"]
+    stored = json.loads((model / "plans.json").read_text(encoding="utf-8"))["configurations"]["2d_96"]["meddinov3"]
     assert stored["method"] == "scratch" and stored["backbone"]["depth"] == 4
 
     image_file = raw / "imagesTs" / "case005_0000.nii.gz"
@@ -154,7 +154,7 @@ def test_pretrained_meddinov3_trains_and_predicts_without_its_weights_file(works
     weights.unlink()
 
     model = _model_dir(root, "MedDINOv3Trainer")
-    stored = json.loads((model / "plans.json").read_text())["configurations"]["2d_96"]["meddinov3"]
+    stored = json.loads((model / "plans.json").read_text(encoding="utf-8"))["configurations"]["2d_96"]["meddinov3"]
     assert stored["pretrained_weights"] == str(weights)
     assert stored["interaction_layers"] == [2, 5, 8, 11] and stored["backbone"]["rope_dtype"] == "bf16"
 

@@ -47,7 +47,7 @@ def test_multiscale_learns_and_beats_single_scale(tmp_path):
              "--device", "cpu", "-j", "0", "--no-progress", *BUDGET)
         summary = (tmp_path / "nnUNet_results" / SPEC.folder_name / f"{trainer}__nnUNetPlans__2d_128" / "fold_0"
                    / "validation" / "summary.json")
-        dice[method] = json.loads(summary.read_text())["foreground_mean"]["Dice"]
+        dice[method] = json.loads(summary.read_text(encoding="utf-8"))["foreground_mean"]["Dice"]
     print(f"validation Dice: {dice}")
     assert dice["dinov3"] >= MULTISCALE_MIN_DICE
     assert dice["dinov3"] >= dice["dinov3-single"] + MIN_MARGIN

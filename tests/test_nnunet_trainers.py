@@ -11,7 +11,14 @@ from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.network import PretrainedWeightsError
 from meddinov3.nnunet.optim import PolyLRPerGroup
-from meddinov3.nnunet.spec import WEIGHTS_ENV, NetworkSpecError, attach_spec, build_spec, spec_in_plans
+from meddinov3.nnunet.spec import (
+    WEIGHTS_ENV,
+    NetworkSpecError,
+    attach_spec,
+    build_spec,
+    recorded_spec,
+    spec_in_plans,
+)
 from meddinov3.nnunet.trainers import (
     DINOv3SingleScaleTrainer,
     DINOv3Trainer,
@@ -231,6 +238,18 @@ def test_patch_size_must_be_a_multiple_of_16(nnunet_env):
 def test_spec_of_another_method_is_rejected(nnunet_env):
     with pytest.raises(NetworkSpecError, match="scratch"):
         _trainer(MedDINOv3Trainer, _plans_with("scratch", **TINY))
+
+
+def test_rebuilding_a_network_needs_its_recorded_spec():
+    """Prediction rebuilds the network from plans.json alone: a missing or foreign spec is an error."""
+    configuration = _plans_with("scratch", **TINY)["configurations"]["2d"]
+    assert recorded_spec(configuration, (64, 64)).method == "scratch"
+    with pytest.raises(NetworkSpecError, match="no dino-unet network spec.*--method dino-unet"):
+        recorded_spec(configuration, (64, 64), "dino-unet")
+    with pytest.raises(NetworkSpecError, match="no MedDINOv3 network spec"):
+        recorded_spec(_plans()["configurations"]["2d"], (64, 64))
+    with pytest.raises(NetworkSpecError, match="multiples of 16"):
+        recorded_spec(configuration, (64, 72))
 
 
 @torch.no_grad()

@@ -181,7 +181,7 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert second.iteration == 8 and [h["iteration"] for h in second.history] == list(range(3, 8))
     assert [h["loss"] for h in first.history + second.history] == [h["loss"] for h in full.history]
     _assert_same_state(load_checkpoint(tmp_path / "full" / "checkpoint.pth"), load_checkpoint(tmp_path / "split" / "checkpoint.pth"))
-    logged = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    logged = (tmp_path / "split" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(logged) == 8
 
 
@@ -207,7 +207,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, one_threa
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+        if metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 3:
             break
         time.sleep(0.05)
     assert process.poll() is None, f"run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
@@ -253,6 +253,6 @@ def test_torchrun_two_processes_through_the_cli(tmp_path):
                f"run.output_dir={tmp_path}", "optim.iterations=4"]
     done = subprocess.run(command, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 4
     assert load_checkpoint(tmp_path / "checkpoint.pth")["world_size"] == 2
     load_backbone(tmp_path / "export" / "backbone.safetensors")

@@ -147,7 +147,7 @@ def test_dataset_passes_nnunet_integrity_check_and_resumes(tmp_path):
     assert result.exit_code == 0, result.output
     verify_dataset_integrity(str(out), 1)
 
-    description = json.loads((out / "dataset.json").read_text())
+    description = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert description["channel_names"] == {"0": "CT"} and description["numTraining"] == 2
     assert description["labels"] == LABELS and description["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["synth_0002_0000.nii.gz"]

@@ -5,6 +5,8 @@ typer. Heavy imports (nnU-Net, matplotlib, SimpleITK) stay inside the job functi
 `meddinov3 --help` is instant.
 """
 
+import sys
+
 import typer
 
 from meddinov3.viz.commands import features
@@ -26,7 +28,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _group() -> None:
     """MedDINOv3: DINOv3 backbones for CT/MRI segmentation."""
@@ -45,7 +46,17 @@ app.command("pretrain")(pretrain)
 app.command("demo")(demo)
 
 
+def tolerate_narrow_terminals() -> None:
+    """Progress bars and tables draw Unicode; on an ASCII-only stream (LANG unset, LC_ALL=C)
+    they would raise UnicodeEncodeError mid-job, so unencodable characters become '?' instead."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def main() -> None:
+    tolerate_narrow_terminals()
     app()
 
 

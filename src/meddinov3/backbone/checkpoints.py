@@ -82,7 +82,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
     sidecar = path.parent / "config.json"
     if is_hf_state_dict(tensors) and sidecar.exists():
-        metadata = {**metadata, "hf_config": sidecar.read_text()}
+        metadata = {**metadata, "hf_config": sidecar.read_text(encoding="utf-8")}
     return tensors, metadata
 
 
@@ -97,7 +97,7 @@ def _read_hf_folder(folder: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     for file in weights:
         part = _read_safetensors(file)[0] if file.suffix == ".safetensors" else _read_torch(file)
         tensors.update(part)
-    return tensors, {"hf_config": config_file.read_text()}
+    return tensors, {"hf_config": config_file.read_text(encoding="utf-8")}
 
 
 def extract_backbone_state(obj: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Tensor]:

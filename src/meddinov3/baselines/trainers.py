@@ -23,7 +23,7 @@ from meddinov3.baselines.dino_unet import build_dino_unet
 from meddinov3.baselines.segformer import PAPER_VARIANT, build_segformer
 from meddinov3.backbone import build_backbone
 from meddinov3.nnunet.network import unwrap
-from meddinov3.nnunet.spec import NetworkSpecError, check_patch_size, spec_in_configuration
+from meddinov3.nnunet.spec import recorded_spec
 from meddinov3.nnunet.trainers import ViTSegmentationTrainer
 
 
@@ -99,13 +99,9 @@ class DinoUNetTrainer(ViTSegmentationTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        spec = spec_in_configuration(configuration_manager.configuration)
-        if spec is None or spec.method != DinoUNetTrainer.method_name:
-            raise NetworkSpecError(
-                "these plans carry no Dino U-Net network spec: train with `meddinov3 train --method dino-unet` "
-                "so that the model folder's plans.json records it"
-            )
-        check_patch_size(configuration_manager.patch_size, spec)
+        spec = recorded_spec(
+            configuration_manager.configuration, configuration_manager.patch_size, DinoUNetTrainer.method_name
+        )
         backbone = build_backbone(spec.backbone_config())
         return build_dino_unet(backbone, num_output_channels, num_input_channels, spec.interaction_layers)
 

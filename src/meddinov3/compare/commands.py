@@ -82,6 +82,6 @@ def compare(
     except (ComparisonError, EvaluationError, NnUNetSetupError, ValueError) as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(code=1) from error
-    typer.echo(outputs.markdown.read_text())
+    typer.echo(outputs.markdown.read_text(encoding="utf-8"))
     for path in (outputs.markdown, outputs.csv, outputs.plot):
         errors.print(f"wrote {path}", highlight=False)

@@ -50,5 +50,5 @@ def table_from_dict(data: dict) -> PaperTable:
 def paper_table() -> PaperTable:
     import yaml
 
-    text = (resources.files("meddinov3") / "configs" / "paper_table2.yaml").read_text()
+    text = (resources.files("meddinov3") / "configs" / "paper_table2.yaml").read_text(encoding="utf-8")
     return table_from_dict(yaml.safe_load(text))

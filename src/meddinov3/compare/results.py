@@ -61,7 +61,7 @@ def scores_from_summary(method: str, summary: dict) -> MethodScores:
 
 def read_scores(method: str, summary_path: Path) -> MethodScores:
     try:
-        summary = json.loads(Path(summary_path).read_text())
+        summary = json.loads(Path(summary_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ComparisonError(f"method {method}: cannot read {summary_path} ({error})") from error
     return scores_from_summary(method, summary)

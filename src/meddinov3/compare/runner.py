@@ -59,7 +59,7 @@ def validation_cases(dataset_name: str, fold: int) -> list[str]:
 
     path = require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name / "splits_final.json"
     try:
-        splits = json.loads(path.read_text())
+        splits = json.loads(path.read_text(encoding="utf-8"))
         return sorted(splits[fold]["val"])
     except (OSError, ValueError, IndexError, KeyError, TypeError) as error:
         raise ComparisonError(f"{path}: no validation cases for fold {fold} ({error})") from error
@@ -112,7 +112,7 @@ class ComparisonRunner:
         self.dataset_json_path = folders[PREPROCESSED] / self.dataset_name / "dataset.json"
         if not self.dataset_json_path.is_file():
             raise ComparisonError(f"{self.dataset_json_path} not found: run `meddinov3 plan {job.dataset}` first")
-        self.file_ending = json.loads(self.dataset_json_path.read_text())["file_ending"]
+        self.file_ending = json.loads(self.dataset_json_path.read_text(encoding="utf-8"))["file_ending"]
         self.output = Path(job.output) if job.output else folders[RESULTS] / self.dataset_name / f"comparison_fold{job.fold}"
 
     def configuration(self, method) -> str:
@@ -184,7 +184,7 @@ class ComparisonRunner:
     def _is_current(self, summary: Path, predictions: Path, references: Path) -> bool:
         if not summary.is_file():
             return False
-        recorded = json.loads(summary.read_text())
+        recorded = json.loads(summary.read_text(encoding="utf-8"))
         inputs = [*predictions.glob(f"*{self.file_ending}"), *references.glob(f"*{self.file_ending}")]
         if not inputs:
             return False

@@ -42,7 +42,7 @@ def check_release_labels(raw_dir: Path) -> None:
     if not path.is_file():
         return
     try:
-        labels = json.loads(path.read_text())["labels"]
+        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
         values = sorted(int(value) for value in labels)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConversionError(f"{path}: not an AMOS dataset.json with a 'labels' mapping ({error})") from error

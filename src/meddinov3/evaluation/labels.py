@@ -36,7 +36,7 @@ class DatasetLabels:
 
 def read_dataset_labels(path: Path) -> DatasetLabels:
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise EvaluationError(f"{path}: cannot read dataset.json ({error})") from error
     labels = data.get("labels") if isinstance(data, dict) else None

@@ -51,7 +51,7 @@ def write_outputs(output_dir: Path, files: Mapping[str, str]) -> list[Path]:
         for name, text in files.items():
             handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=output_dir)
             staged.append((Path(temporary), output_dir / name))
-            with os.fdopen(handle, "w", newline="") as stream:
+            with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
                 stream.write(text)
             # mkstemp creates owner-only files; give the outputs the usual umask permissions.
             Path(temporary).chmod(0o666 & ~_current_umask())

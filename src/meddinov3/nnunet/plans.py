@@ -66,7 +66,7 @@ def with_highres_configuration(plans: dict, size: int, base: str = "2d", batch_s
 
 def write_json_atomically(data: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=4, sort_keys=False))
+    tmp.write_text(json.dumps(data, indent=4, sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -78,7 +78,7 @@ def load_plans(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> dict
     path = plans_path(dataset_name, plans_identifier)
     if not path.is_file():
         raise NnUNetSetupError(f"no plans at {path}; run `meddinov3 plan {dataset_name}` first")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def plan_and_preprocess(

@@ -147,8 +147,8 @@ def load_predictor(
             raise NnUNetSetupError(f"{path}: checkpoint not found (train this fold first or pick --checkpoint)")
         checkpoints.append(read_nnunet_checkpoint(path))
     first = checkpoints[0]
-    plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text()))
-    dataset_json = json.loads((model_dir / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text(encoding="utf-8")))
+    dataset_json = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
     configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
     num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads

@@ -124,3 +124,17 @@ def check_patch_size(patch_size: Any, spec: NetworkSpec, configuration: str = ""
             f"whose sides are multiples of {patch}. Create one with `meddinov3 plan DATASET --size N` "
             f"(N a multiple of {patch}) and train with --config 2d_N"
         )
+
+
+def recorded_spec(configuration: Mapping[str, Any], patch_size: Any, method: str | None = None) -> NetworkSpec:
+    """The spec a trainer rebuilds its network from (at prediction too): it must be in the plans,
+    be for `method` when one is named, and fit the patch size."""
+    spec = spec_in_configuration(configuration)
+    if spec is None or (method is not None and spec.method != method):
+        command = f"meddinov3 train --method {method}" if method else "meddinov3 train"
+        raise NetworkSpecError(
+            f"these plans carry no {method or 'MedDINOv3'} network spec: train with `{command}` or its trainer "
+            "so that the model folder's plans.json records it"
+        )
+    check_patch_size(patch_size, spec)
+    return spec

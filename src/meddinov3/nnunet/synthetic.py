@@ -102,5 +102,5 @@ def write_synthetic_dataset(raw_root: str | os.PathLike, spec: SyntheticDatasetS
         "file_ending": ".nii.gz",
         "name": spec.name,
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
     return folder

@@ -34,7 +34,7 @@ from meddinov3.nnunet.spec import (
     attach_spec,
     build_spec,
     check_patch_size,
-    spec_in_configuration,
+    recorded_spec,
     spec_in_plans,
 )
 
@@ -88,13 +88,7 @@ class ViTSegmentationTrainer(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        spec = spec_in_configuration(configuration_manager.configuration)
-        if spec is None:
-            raise NetworkSpecError(
-                "these plans carry no MedDINOv3 network spec: train with `meddinov3 train` or a MedDINOv3 "
-                "trainer so that the model folder's plans.json records it"
-            )
-        check_patch_size(configuration_manager.patch_size, spec)
+        spec = recorded_spec(configuration_manager.configuration, configuration_manager.patch_size)
         return build_network(spec, num_input_channels, num_output_channels)
 
     def initialize(self) -> None:

@@ -75,7 +75,7 @@ def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration
 def _network_spec(job: TrainingJob, method: Method, configuration: str, folder: Path) -> NetworkSpec:
     stored_plans = folder / "plans.json"
     if (job.continue_training or job.validation_only) and stored_plans.is_file():
-        stored = spec_in_plans(json.loads(stored_plans.read_text()), configuration)
+        stored = spec_in_plans(json.loads(stored_plans.read_text(encoding="utf-8")), configuration)
         if stored is not None:
             return stored
     return build_spec(method, job.weights, job.backbone, job.backbone_overrides, job.interaction_layers)
@@ -96,7 +96,7 @@ def prepare(job: TrainingJob) -> PreparedRun:
             f"or choose one with --config"
         )
     preprocessed = require_folders(PREPROCESSED)[PREPROCESSED] / name
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     folder = model_folder(name, method.trainer, plans["plans_name"], configuration)
     spec = None
     vit_options = job.weights or job.backbone or job.backbone_overrides or job.interaction_layers

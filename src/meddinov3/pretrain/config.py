@@ -252,7 +252,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pr
         if not file.exists():
             raise FileNotFoundError(f"pretraining config {path}: no such file and no preset of that name")
         try:
-            values = yaml.safe_load(file.read_text()) or {}
+            values = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"{file}: not valid YAML: {error}") from error
         if not isinstance(values, dict):

@@ -60,7 +60,7 @@ def _trim_metrics(path: Path, before_iteration: int) -> None:
     """On resume, drop logged iterations the checkpoint does not include (they will be redone)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] < before_iteration]
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["iteration"] < before_iteration]
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
@@ -87,7 +87,7 @@ class TrainResult:
 def _iterate(loader: Iterable, trainer: Pretrainer, output: Path, is_main: bool, end: int) -> list[dict[str, float]]:
     cfg = trainer.config
     history = []
-    metrics_context = (output / METRICS_NAME).open("a") if is_main else contextlib.nullcontext()
+    metrics_context = (output / METRICS_NAME).open("a", encoding="utf-8") if is_main else contextlib.nullcontext()
     with _progress(is_main) as progress, metrics_context as metrics_file:
         task = progress.add_task("pretrain", total=end, completed=trainer.iteration, status="")
         for batch in loader:
