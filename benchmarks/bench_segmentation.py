@@ -9,6 +9,8 @@ Data loading and augmentation are left out (nnU-Net's, the same for every networ
 nnU-Net's usual 2D batch size on abdominal CT, which the release's 2d_896 configuration inherits.
 Each configuration runs in a fresh process so its peak memory is its own (CPU: peak resident set
 size of the process; GPU: torch.cuda.max_memory_allocated). Rates are the median over timed steps.
+The "estimate" column is what `meddinov3 plan --gpu-memory` plans with (nnunet/memory.py), for
+comparison with the measured peak (on the CPU the peak also holds the process's own ~0.4 GiB).
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ def _measure(args: argparse.Namespace, size: int, multiscale: bool, queue) -> No
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
+    from meddinov3.nnunet.memory import estimate_training_memory
     from meddinov3.nnunet.optim import build_optimizer
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    network = _network(args.preset, args.tiny, multiscale, args.classes).to(device).train()
+    network = _network(args.preset, args.tiny, multiscale, args.classes)
+    estimate_mib = estimate_training_memory(network, (size, size), 1).total_bytes(args.batch) / 2**20
+    network = network.to(device).train()
     optimizer = build_optimizer(network, encoder_lr=3e-5, fused=device.type == "cuda")
     loss_fn = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                              weight_ce=1, weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
@@ -73,7 +78,7 @@ def _measure(args: argparse.Namespace, size: int, multiscale: bool, queue) -> No
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((args.batch / seconds, seconds, peak_mib))
+    queue.put((args.batch / seconds, seconds, peak_mib, estimate_mib))
 
 
 def main() -> None:
@@ -100,8 +105,8 @@ def main() -> None:
     memory = "peak GPU alloc MiB" if on_gpu else "peak RSS MiB"
     vit = f"{args.preset}{' (tiny: ' + str(TINY) + ')' if args.tiny else ''}"
     print(f"# training step, {vit}, batch {args.batch}, {args.amp} autocast, {name}, torch {torch.__version__}")
-    print(f"| size | decoder | images/s | s/step | {memory} |")
-    print("|---:|---|---:|---:|---:|")
+    print(f"| size | decoder | images/s | s/step | {memory} | estimate MiB |")
+    print("|---:|---|---:|---:|---:|---:|")
     for size in args.sizes:
         for multiscale in (True, False):
             queue = ctx.Queue()
@@ -110,10 +115,10 @@ def main() -> None:
             proc.join()
             label = "multi-scale" if multiscale else "single-scale"
             if proc.exitcode != 0:
-                print(f"| {size} | {label} | failed (exit {proc.exitcode}) | | |", flush=True)
+                print(f"| {size} | {label} | failed (exit {proc.exitcode}) | | | |", flush=True)
                 continue
-            rate, seconds, peak = queue.get()
-            print(f"| {size} | {label} | {rate:.2f} | {seconds:.3f} | {peak:.0f} |", flush=True)
+            rate, seconds, peak, estimate = queue.get()
+            print(f"| {size} | {label} | {rate:.2f} | {seconds:.3f} | {peak:.0f} | {estimate:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,25 @@ def test_plan_adds_a_preprocessed_highres_configuration(workspace):
     assert data.shape == (1, 8, 96, 96) and seg.shape == (1, 8, 96, 96)
 
 
+def test_plan_fits_the_highres_batch_to_the_gpu_memory(tmp_path):
+    """--gpu-memory with room for one 96x96 slice of ViT-B/16 training but not two: batch 1."""
+    from meddinov3.nnunet.memory import GIB, USABLE_FRACTION, paper_network_estimate
+
+    spec = SyntheticDatasetSpec(dataset_id=988, num_training=2, num_test=0)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        env[name] = str(tmp_path / name)
+    write_synthetic_dataset(tmp_path / "nnUNet_raw", spec)
+    estimate = paper_network_estimate(96, len(LABELS), 1)
+    room_for_one = (estimate.total_bytes(1) + estimate.peak_bytes_per_sample / 2) / USABLE_FRACTION / GIB
+    result = _cli(env, "plan", "988", "--size", "96", "-j", "1", "--no-verify", "--gpu-memory", f"{room_for_one:.6f}")
+    plans = json.loads((tmp_path / "nnUNet_preprocessed" / spec.folder_name / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    assert plans["configurations"]["2d_96"]["batch_size"] == 1
+    assert plans["configurations"]["2d"]["batch_size"] > 1
+    assert "2d_96: batch size 1" in result.stdout and "at most 1 fit" in result.stdout
+
+
 def test_train_validate_resume_and_predict_tiny_vit(workspace, tmp_path):
     root, env, raw = workspace
     _cli(env, "train", str(SPEC.dataset_id), "--method", "scratch", "--config", "2d_96", *TINY_VIT, *short())

@@ -63,7 +63,12 @@ def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
 def plan(
     dataset: str = typer.Argument(..., help="Dataset id (e.g. 501) or name (Dataset501_AMOS) under $nnUNet_raw."),
     size: list[int] = typer.Option([896], "--size", help="Side of the high-resolution 2D patch (repeatable)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size of the 2d_<size> configs (default: the 2d one's)."),
+    batch_size: Optional[int] = typer.Option(
+        None, min=1, help="Batch size of the 2d_<size> configs (default: the 2d one's, as in the paper)."
+    ),
+    gpu_memory: Optional[float] = typer.Option(
+        None, min=1.0, help="GPU memory in GiB: lower the 2d_<size> batch size until training ViT-B/16 fits it."
+    ),
     num_processes: int = typer.Option(4, "--num-processes", "-j", min=1, help="Worker processes."),
     verify: bool = typer.Option(True, help="Check the raw dataset's integrity first (nnU-Net's checker)."),
     reuse_fingerprint: bool = typer.Option(True, help="Keep an existing dataset fingerprint (off: recompute it)."),
@@ -81,7 +86,8 @@ def plan(
         from meddinov3.nnunet.plans import plan_and_preprocess
 
         path = plan_and_preprocess(
-            dataset, tuple(size), num_processes, batch_size, verify, reuse_fingerprint=reuse_fingerprint
+            dataset, tuple(size), num_processes, batch_size, verify, gpu_memory_gib=gpu_memory,
+            reuse_fingerprint=reuse_fingerprint,
         )
     typer.echo(f"plans: {path}")
 

@@ -64,6 +64,27 @@ def with_highres_configuration(plans: dict, size: int, base: str = "2d", batch_s
     return new_plans
 
 
+def batch_size_that_fits(base_batch: int, size: int, dataset_json: dict, gpu_memory_gib: float) -> int:
+    """nnU-Net's 2d batch size, lowered until training the paper's network at size x size fits
+    `gpu_memory_gib` (estimate in `memory.py`)."""
+    from meddinov3.nnunet.memory import GIB, USABLE_FRACTION, paper_network_estimate
+
+    estimate = paper_network_estimate(size, len(dataset_json["labels"]), len(dataset_json["channel_names"]))
+    largest = estimate.largest_batch(gpu_memory_gib)
+    if largest < 1:
+        raise NnUNetSetupError(
+            f"{highres_name(size)}: one {size}x{size} slice needs about {estimate.total_bytes(1) / GIB:.1f} GiB to "
+            f"train the ViT-B/16 network, more than {USABLE_FRACTION:.0%} of {gpu_memory_gib:g} GiB; "
+            f"plan a smaller --size"
+        )
+    batch = min(base_batch, largest)
+    print(
+        f"{highres_name(size)}: batch size {batch} (nnU-Net's 2d: {base_batch}; at most {largest} fit in "
+        f"{gpu_memory_gib:g} GiB), about {estimate.total_bytes(batch) / GIB:.1f} GiB to train the ViT-B/16 network"
+    )
+    return batch
+
+
 def write_json_atomically(data: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=4, sort_keys=False), encoding="utf-8")
@@ -87,13 +108,15 @@ def plan_and_preprocess(
     num_processes: int = 1,
     batch_size: int | None = None,
     verify_dataset: bool = True,
+    gpu_memory_gib: float | None = None,
     plans_identifier: str = DEFAULT_PLANS,
     reuse_fingerprint: bool = True,
 ) -> Path:
     """Fingerprint, nnU-Net plans, the `2d_<size>` configurations, and preprocessing of 2d and those.
 
     An existing fingerprint is reused unless `reuse_fingerprint=False`, so re-running after an
-    interruption skips that step.
+    interruption skips that step. The `2d_<size>` batch size is `batch_size` when given, else the
+    2d one's (as in the paper), lowered to fit `gpu_memory_gib` when that is given.
     Returns the plans file.
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -103,6 +126,8 @@ def plan_and_preprocess(
     )
     from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
+    if batch_size is not None and gpu_memory_gib is not None:
+        raise ValueError("give either a batch size or the GPU memory to fit, not both")
     require_folders(RAW, PREPROCESSED)
     for size in sizes:
         if size <= 0 or size % VIT_PATCH:
@@ -115,9 +140,15 @@ def plan_and_preprocess(
     plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
 
     plans = load_plans(name, plans_identifier)
-    for size in sizes:
-        plans = with_highres_configuration(plans, size, batch_size=batch_size)
     path = plans_path(name, plans_identifier)
+    for size in sizes:
+        batch = batch_size
+        if gpu_memory_gib is not None:
+            base_batch = resolved_configuration(plans, "2d")["batch_size"]
+            raw_json = require_folders(RAW)[RAW] / name / "dataset.json"
+            dataset_json = json.loads(raw_json.read_text(encoding="utf-8"))
+            batch = batch_size_that_fits(base_batch, size, dataset_json, gpu_memory_gib)
+        plans = with_highres_configuration(plans, size, batch_size=batch)
     write_json_atomically(plans, path)
 
     configurations = ["2d", *(highres_name(size) for size in sizes)]
