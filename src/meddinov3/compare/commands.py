@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
+
 DEFAULT_METHODS = "nnunet,segformer,dino-unet,meddinov3"
 
 
@@ -77,11 +79,8 @@ def compare(
         eval_workers=workers,
         show_progress=progress,
     )
-    try:
+    with errors_as_one_line(ComparisonError, EvaluationError, NnUNetSetupError, ValueError, console=errors):
         outputs = run_comparison(job, report=lambda line: errors.print(line, highlight=False))
-    except (ComparisonError, EvaluationError, NnUNetSetupError, ValueError) as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(code=1) from error
     typer.echo(outputs.markdown.read_text(encoding="utf-8"))
     for path in (outputs.markdown, outputs.csv, outputs.plot):
         errors.print(f"wrote {path}", highlight=False)

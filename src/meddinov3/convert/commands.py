@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
+
 
 def convert(
     release: str = typer.Argument(..., help="Release layout: amos22, btcv, kits23 or lits."),
@@ -36,15 +38,12 @@ def convert(
 
     errors = Console(stderr=True)
     raw_root = output if output is not None else _raw_root_from_environment()
-    try:
+    with errors_as_one_line(ConversionError, console=errors):
         plan = release_plan(release, raw_dir, **_release_options(release, modality, test))
         columns = (TextColumn("converting cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=errors, transient=True) as progress:
             task = progress.add_task("cases", total=len(plan.training) + len(plan.test))
             folder = write_dataset(plan, raw_root, dataset_id, overwrite, lambda case: progress.advance(task))
-    except ConversionError as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(code=1) from error
     errors.print(
         f"wrote {folder} ({len(plan.training)} labelled, {len(plan.test)} test cases;"
         f" channel {plan.description.channel_names['0']}, {len(plan.description.labels) - 1} labels)",

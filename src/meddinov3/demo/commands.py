@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
+
 
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (reruns resume where they stopped)."),
@@ -26,8 +28,6 @@ def demo(
     Needs no downloads and no nnU-Net environment variables (its folders go under --out).
     """
     spin_briefly()
-    from rich.markup import escape
-
     from meddinov3.demo.config import demo_config
     from meddinov3.demo.pipeline import run_demo
     from meddinov3.demo.steps import DemoStepError
@@ -35,15 +35,12 @@ def demo(
     from meddinov3.demo.workspace import DemoSetupError
 
     console, can_capture = terminal_console()
-    try:
+    with errors_as_one_line(DemoSetupError, DemoStepError, ValueError, console=console):
         config = demo_config(preset or ("gpu" if gpu else "small"), seed=seed)
         if gpu:
             config = config.replace(device="cuda")
         check_device(config.device)
         run_demo(out, config, force, console, capture=can_capture and not verbose)
-    except (DemoSetupError, DemoStepError, ValueError) as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
-        raise typer.Exit(code=1) from error
 
 
 def spin_briefly() -> None:

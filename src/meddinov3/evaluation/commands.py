@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
+
 
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted label images."),
@@ -39,12 +41,8 @@ def evaluate(
     from meddinov3.evaluation.report import print_table
 
     errors = Console(stderr=True)
-    try:
-        with _progress_bar(errors) as progress:
-            report = evaluate_folder(pred, ref, dataset_json, tolerance, workers, output, progress)
-    except EvaluationError as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
-        raise typer.Exit(code=1) from error
+    with errors_as_one_line(EvaluationError, console=errors), _progress_bar(errors) as progress:
+        report = evaluate_folder(pred, ref, dataset_json, tolerance, workers, output, progress)
     if report.unmatched_predictions:
         errors.print(
             f"[yellow]note:[/yellow] {len(report.unmatched_predictions)} prediction(s) without a reference"

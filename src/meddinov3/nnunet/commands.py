@@ -6,36 +6,28 @@ Heavy imports stay inside the functions: nnU-Net reads its process counts when i
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
 from meddinov3.nnunet.methods import METHODS
 
 _METHODS_HELP = " | ".join(METHODS)
 
 
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Known failure kinds become one red line and exit code 1 instead of a traceback."""
-    from rich.console import Console
-
+def _clear_errors():
+    """The failure kinds of the nnU-Net jobs, reported as one line (see `errors_as_one_line`)."""
     from meddinov3.backbone import CheckpointError
     from meddinov3.nnunet.network import PretrainedWeightsError
     from meddinov3.nnunet.paths import NnUNetSetupError
     from meddinov3.nnunet.prediction import PredictionInputError
     from meddinov3.nnunet.spec import NetworkSpecError
 
-    known = (
+    return errors_as_one_line(
         NnUNetSetupError, NetworkSpecError, PretrainedWeightsError, PredictionInputError, CheckpointError, ValueError
     )
-    try:
-        yield
-    except known as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(code=1) from error
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
