@@ -141,12 +141,12 @@ def plan_and_preprocess(
 
     plans = load_plans(name, plans_identifier)
     path = plans_path(name, plans_identifier)
+    if gpu_memory_gib is not None:
+        base_batch = resolved_configuration(plans, "2d")["batch_size"]
+        dataset_json = json.loads((require_folders(RAW)[RAW] / name / "dataset.json").read_text(encoding="utf-8"))
     for size in sizes:
         batch = batch_size
         if gpu_memory_gib is not None:
-            base_batch = resolved_configuration(plans, "2d")["batch_size"]
-            raw_json = require_folders(RAW)[RAW] / name / "dataset.json"
-            dataset_json = json.loads(raw_json.read_text(encoding="utf-8"))
             batch = batch_size_that_fits(base_batch, size, dataset_json, gpu_memory_gib)
         plans = with_highres_configuration(plans, size, batch_size=batch)
     write_json_atomically(plans, path)
