@@ -1,10 +1,9 @@
 """The SSL objectives reproduce the reference DINOv3 implementation (fixture from random inputs)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import FIXTURES, FLOAT32_TOL, relative_error
 from meddinov3.pretrain.heads import DINOHead
 from meddinov3.pretrain.losses import (
     dino_loss,
@@ -16,8 +15,7 @@ from meddinov3.pretrain.losses import (
     softmax_center,
 )
 
-FIXTURE = Path(__file__).parent / "data" / "fixtures" / "ssl_losses_expected.pt"
-RTOL = 1e-5
+FIXTURE = FIXTURES / "ssl_losses_expected.pt"
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +24,8 @@ def ref():
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """Relative error <= 1e-5, measured against the largest reference magnitude."""
-    assert actual.shape == expected.shape
-    scale = expected.abs().max().clamp(min=1e-30)
-    rel = ((actual.float() - expected.float()).abs().max() / scale).item()
-    assert rel <= RTOL, f"relative error {rel:.3e}"
+    rel = relative_error(actual, expected)
+    assert rel <= FLOAT32_TOL, f"relative error {rel:.3e}"
 
 
 def test_sinkhorn_knopp_teacher(ref):
