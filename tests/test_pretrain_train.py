@@ -14,7 +14,7 @@ import torch
 from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.backbone.checkpoints import CheckpointError
 from meddinov3.pretrain.checkpoint import load_checkpoint
-from meddinov3.pretrain.config import OptimConfig, load_config
+from meddinov3.pretrain.config import load_config
 from meddinov3.pretrain.param_groups import parameter_groups
 from meddinov3.pretrain.schedules import schedule_values
 from meddinov3.pretrain.train import train
@@ -32,18 +32,51 @@ def mean(values):
     return sum(values) / len(values)
 
 
-def test_schedules_follow_the_dinov3_recipe():
-    optim = OptimConfig()  # stage-1 defaults
-    start, warm, end = schedule_values(optim, 0), schedule_values(optim, 12_500), schedule_values(optim, 100_000)
+def test_stage1_schedules_follow_the_dinov3_vitb_recipe():
+    config = load_config("stage1")
+    at = lambda iteration: schedule_values(config, iteration)  # noqa: E731
+    start, warm, end = at(0), at(12_500), at(100_000)
     assert start.lr == 0.0 and warm.lr == pytest.approx(2e-4) and end.lr == pytest.approx(1e-6)
-    assert start.last_layer_lr == 0.0 and schedule_values(optim, 1249).last_layer_lr == 0.0
-    assert schedule_values(optim, 1250).last_layer_lr == schedule_values(optim, 1250).lr > 0
+    assert start.last_layer_lr == 0.0 and at(1249).last_layer_lr == 0.0
+    assert at(1250).last_layer_lr == at(1250).lr > 0
     assert start.weight_decay == pytest.approx(0.04) and end.weight_decay == pytest.approx(0.4)
     assert start.momentum == pytest.approx(0.992) and end.momentum == pytest.approx(1.0)
-    assert start.teacher_temp == pytest.approx(0.04) and schedule_values(optim, 37_500).teacher_temp == pytest.approx(0.07)
-    assert schedule_values(optim, 18_750).teacher_temp == pytest.approx(0.055)
-    mid = schedule_values(optim, 12_500 + 87_500 // 2)
-    assert mid.lr == pytest.approx((2e-4 + 1e-6) / 2, rel=1e-3)  # cosine half way
+    assert start.teacher_temp == pytest.approx(0.04) and at(37_500).teacher_temp == pytest.approx(0.07)
+    assert at(18_750).teacher_temp == pytest.approx(0.055)
+    assert at(12_500 + 87_500 // 2).lr == pytest.approx((2e-4 + 1e-6) / 2, rel=1e-3)  # cosine half way
+    assert {at(i).dino_local_weight for i in (0, 50_000)} == {1.0}
+
+
+def test_gram_and_high_res_stages_follow_dinov3_phase_configs():
+    stage2, stage3 = load_config("stage2"), load_config("stage3")
+    s2 = lambda iteration: schedule_values(stage2, iteration)  # noqa: E731
+    s3 = lambda iteration: schedule_values(stage3, iteration)  # noqa: E731
+    # Gram weight 0 -> 2 and local DINO weight 1 -> 0.5 over the first 1000 iterations (cosine), then held.
+    assert (s2(0).gram_weight, s2(500).gram_weight, s2(1000).gram_weight, s2(9999).gram_weight) == pytest.approx((0, 1, 2, 2))
+    assert (s2(0).dino_local_weight, s2(500).dino_local_weight, s2(5000).dino_local_weight) == pytest.approx((1, 0.75, 0.5))
+    assert (s3(0).gram_weight, s3(0).dino_local_weight, s3(9999).gram_weight) == pytest.approx((1.5, 0.5, 1.5))
+    for at, lr in ((s2, 5e-5), (s3, 2.5e-5)):
+        # Warm-up, then lr, weight decay, EMA momentum and teacher temperature held constant.
+        assert at(0).lr == 0.0 and at(1000).lr == pytest.approx(lr) and at(9999).lr == pytest.approx(lr)
+        assert {round(at(i).weight_decay, 12) for i in (0, 5000, 9999)} == {0.04}
+        assert {round(at(i).momentum, 12) for i in (0, 9999)} == {0.999}
+        assert {at(i).teacher_temp for i in (0, 9999)} == {0.07}
+        assert at(0).last_layer_lr == at(0).lr
+    assert stage3.crops.global_sizes == [512, 768, 768, 768, 768] and stage3.crops.gram_sizes == [768, 1152, 1152, 1152, 1152]
+    assert stage3.crops.local_sizes == [112, 112, 168, 224, 336] and stage3.crops.size_probs == [0.3, 0.3, 0.3, 0.05, 0.05]
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_every_stage_uses_dinov3s_executed_augmentation_koleo_and_rope(stage):
+    config = load_config(stage)
+    assert config.loss.koleo_weight == 0.1  # eq. 3's 1 is a slip of the paper
+    assert config.crops.horizontal_flip_prob == 0.0
+    assert config.intensity.blur_prob_global == (0.0, 0.9) and config.intensity.blur_prob_local == 0.5
+    assert config.intensity.solarize_prob_global == (0.0, 0.2)
+    assert config.model.arch_overrides["rope_dtype"] == "bf16"
+    assert config.model.arch_overrides["rope_rescale_coords"] == 2.0
+    assert config.optim.betas == ((0.9, 0.999) if stage == "stage1" else (0.9, 0.99))
+    assert (config.optim.clip_grad, config.optim.layerwise_decay) == (3.0, 0.9)
 
 
 def test_layerwise_decay_and_patch_embed_multiplier():

@@ -3,7 +3,6 @@ and the randomly initialised twin of the same ViT that fine-tuning compares agai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ from meddinov3.demo.config import DemoConfig
 from meddinov3.demo.steps import StepContext
 from meddinov3.demo.terminal import polled
 from meddinov3.demo.workspace import Workspace
+from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[str, Any]:
@@ -42,13 +41,6 @@ def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[st
     }
 
 
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip().endswith("}")]
-
-
 def pretrain(context: StepContext) -> dict[str, Any]:
     from meddinov3.pretrain.config import config_from_dict
     from meddinov3.pretrain.train import train
@@ -57,7 +49,7 @@ def pretrain(context: StepContext) -> dict[str, Any]:
     iterations = workspace.config.pretrain_iterations
     settings = pretrain_settings(workspace.config, workspace.corpus, workspace.pretrain)
     config = config_from_dict(settings)
-    metrics_path = workspace.pretrain / METRICS_FILE
+    metrics_path = workspace.pretrain / METRICS_NAME
     context.expect(iterations, "iterations")
 
     def poll() -> tuple[int, str]:

@@ -200,9 +200,9 @@ def build_report(context: StepContext) -> dict[str, Any]:
     context.advance()
     drawn["corpus"] = figures.corpus_figure(corpus_examples(workspace.corpus), folder / "corpus.png")
     context.advance()
-    from meddinov3.demo.pretraining import METRICS_FILE, read_metrics
+    from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 
-    drawn["pretraining"] = figures.pretraining_figure(read_metrics(workspace.pretrain / METRICS_FILE), folder / "pretraining.png")
+    drawn["pretraining"] = figures.pretraining_figure(read_metrics(workspace.pretrain / METRICS_NAME), folder / "pretraining.png")
     context.advance()
     curves = {init: records[f"train_{init}"].summary["curves"] for init in INITS}
     drawn["finetuning"] = figures.finetuning_figure(curves, folder / "finetuning.png")

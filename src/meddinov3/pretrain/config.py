@@ -39,7 +39,9 @@ class CropConfig:
     local_sizes: list[int] = field(default_factory=lambda: [112])
     gram_sizes: Optional[list[int]] = None
     size_probs: Optional[list[float]] = None
-    horizontal_flip_prob: float = 0.5
+    # DINOv3's distilled, 7B, Gram and high-res configs turn flips off; on axial CT a flip also
+    # swaps the patient's left and right (liver, spleen), which no real scan does.
+    horizontal_flip_prob: float = 0.0
 
 
 @dataclass
@@ -49,7 +51,11 @@ class IntensityConfig:
     Brightness / contrast jitter keeps DINOv3's strengths and probability; hue and saturation
     have no meaning for one-channel CT and are dropped; DINOv3's random grayscale slot (a no-op on
     CT) becomes a random gamma, which mimics different reconstruction kernels and windowing.
-    Blur and solarisation keep DINOv3's per-crop probabilities.
+    Blur and solarisation probabilities are those DINOv3 *executes*: its GaussianBlur(p) hands
+    1 - p to RandomApply, which applies with the probability it is given, so the configured
+    (1.0, 0.1) / 0.5 run as (0.0, 0.9) / 0.5 - global crop 1 never blurred, global crop 2 blurred
+    with 0.9 (dinov3 issue #286; the MedDINOv3 weights were trained that way). Here a probability
+    is the probability of applying.
     """
 
     jitter_prob: float = 0.8
@@ -57,7 +63,7 @@ class IntensityConfig:
     contrast: float = 0.4
     gamma_prob: float = 0.2
     gamma_range: tuple[float, float] = (0.7, 1.5)
-    blur_prob_global: tuple[float, float] = (1.0, 0.1)
+    blur_prob_global: tuple[float, float] = (0.0, 0.9)
     blur_prob_local: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_kernel: int = 9
@@ -86,11 +92,18 @@ class ModelConfig:
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_layers: int = 3
+    # "dinov3" (truncated normal, std 0.02) or "fan_in" (std 1/sqrt(fan-in)); see pretrain/heads.py.
+    head_init: str = "dinov3"
 
 
 @dataclass
 class LossConfig:
     dino_weight: float = 1.0
+    # Weight of the local-crop DINO terms, ramped (cosine) from `dino_local_weight_start` over the
+    # first `dino_local_weight_ramp` iterations: DINOv3's Gram and high-res phases use 0.5.
+    dino_local_weight: float = 1.0
+    dino_local_weight_start: float = 1.0
+    dino_local_weight_ramp: int = 0
     ibot_weight: float = 1.0
     koleo_weight: float = 0.1
     # DINOv3 computes KoLeo on each rank's batch; True computes it over the global batch.
@@ -105,6 +118,10 @@ class LossConfig:
 class GramConfig:
     enabled: bool = False
     weight: float = 2.0
+    # Cosine ramp from `weight_start` to `weight` over the first `weight_ramp` iterations
+    # (DINOv3's Gram phase: 0 -> 2 over one 1000-iteration epoch).
+    weight_start: float = 2.0
+    weight_ramp: int = 0
     # Gram teacher weights; empty = snapshot of the EMA teacher when the stage starts.
     teacher: Optional[str] = None
     # Re-take the snapshot from the EMA teacher every N iterations (0 = never).
@@ -136,6 +153,20 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Frozen-feature probe of the teacher during pretraining (see `meddinov3 probe`)."""
+
+    # An nnU-Net raw dataset with labelled held-out cases (imagesTs + labelsTs); None = no probe.
+    probe_dataset: Optional[str] = None
+    # Probe after every N iterations (and after the last one); 0 = only after the last one.
+    every: int = 0
+    size: int = 128
+    layers: str = "last"
+    max_train_slices: int = 256
+    steps: int = 500
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/pretrain"
     checkpoint_every: int = 1000
@@ -159,6 +190,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     gram: GramConfig = field(default_factory=GramConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,6 +211,8 @@ class PretrainConfig:
             raise ValueError(f"loss.centering must be 'sinkhorn_knopp' or 'softmax', got {self.loss.centering!r}")
         if self.run.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"run.precision must be auto, bf16 or fp32, got {self.run.precision!r}")
+        if self.eval.every < 0:
+            raise ValueError(f"eval.every must be 0 (only at the end) or a positive interval, got {self.eval.every}")
         if self.optim.global_batch_size < 1 or self.optim.iterations < 1:
             raise ValueError("optim.global_batch_size and optim.iterations must be positive")
 

@@ -30,18 +30,26 @@ class DINOHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         nlayers: int = 3,
+        init: str = "dinov3",
     ) -> None:
         super().__init__()
         if nlayers < 1:
             raise ValueError(f"DINOHead needs at least one layer, got nlayers={nlayers}")
         self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers)
         self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
-        self.reset_parameters()
+        self.reset_parameters(init)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, init: str = "dinov3") -> None:
+        """"dinov3": truncated normal, std 0.02 (DINOv3's heads). "fan_in": std 1 / sqrt(fan-in),
+        which keeps the input's variations alive through a narrow MLP: with std 0.02 and widths
+        of 64 they shrink ~10x per layer, so zero-initialised biases outgrow them after a few
+        optimiser steps and the head's output no longer depends on its input."""
+        if init not in ("dinov3", "fan_in"):
+            raise ValueError(f"head init must be 'dinov3' or 'fan_in', got {init!r}")
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                std = 0.02 if init == "dinov3" else module.in_features**-0.5
+                nn.init.trunc_normal_(module.weight, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 

@@ -21,6 +21,7 @@ from torch import nn
 from meddinov3.pretrain.config import GramConfig, LossConfig
 from meddinov3.pretrain.distributed import all_gather_with_grad
 from meddinov3.pretrain.heads import DINOHead
+from meddinov3.pretrain.schedules import ScheduleValues
 from meddinov3.pretrain.losses import (
     batch_center,
     dino_loss,
@@ -63,12 +64,19 @@ class SSLNetwork(nn.Module):
         """Teacher pass: unmasked global crops; iBOT head only at the patches the student had masked."""
         out = self.backbone.forward_features(global_crops)
         masked_patches = out["x_norm_patchtokens"].flatten(0, 1).index_select(0, mask_indices)
-        return {"cls_logits": self.dino_head(out["x_norm_clstoken"]), "masked_logits": self.ibot_head(masked_patches)}
+        return {
+            "cls_logits": self.dino_head(out["x_norm_clstoken"]),
+            "masked_logits": self.ibot_head(masked_patches),
+            "cls": out["x_norm_clstoken"],
+            "patches": out["x_norm_patchtokens"],
+        }
 
 
-def build_heads(embed_dim: int, prototypes: int, hidden_dim: int, bottleneck_dim: int, n_layers: int) -> tuple[DINOHead, DINOHead]:
+def build_heads(
+    embed_dim: int, prototypes: int, hidden_dim: int, bottleneck_dim: int, n_layers: int, init: str = "dinov3"
+) -> tuple[DINOHead, DINOHead]:
     """DINOv3 keeps separate DINO and iBOT heads of the same shape."""
-    make = lambda: DINOHead(embed_dim, prototypes, hidden_dim, bottleneck_dim, n_layers)  # noqa: E731
+    make = lambda: DINOHead(embed_dim, prototypes, hidden_dim, bottleneck_dim, n_layers, init)  # noqa: E731
     return make(), make()
 
 
@@ -87,6 +95,8 @@ def resize_patch_grid(patches: torch.Tensor, grid: tuple[int, int], target: tupl
 class LossTerms:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
+    # The DINO targets of the teacher's global crops (crops x images, K): what the student matched.
+    targets: torch.Tensor
 
 
 class DINOv3Objective(nn.Module):
@@ -124,10 +134,11 @@ class DINOv3Objective(nn.Module):
         student: dict[str, torch.Tensor],
         teacher: dict[str, torch.Tensor],
         batch: dict[str, Any],
-        teacher_temp: float,
+        sched: ScheduleValues,
         gram_patches: torch.Tensor | None = None,
     ) -> LossTerms:
         cfg = self.loss
+        teacher_temp = sched.teacher_temp
         n_global = 2
         batch_size = student["global_cls"].shape[0] // n_global
         n_local = student["local_logits"].shape[0] // batch_size
@@ -141,8 +152,8 @@ class DINOv3Objective(nn.Module):
         parts["dino_global"] = dino_loss(global_logits, teacher_probs, cfg.student_temp, cfg.global_ignore_diagonal)
         local_logits = student["local_logits"].unflatten(0, (n_local, batch_size))
         parts["dino_local"] = dino_loss(local_logits, teacher_probs, cfg.student_temp)
-        dino = parts["dino_global"] * global_terms + parts["dino_local"] * local_terms
-        # Every (student crop, teacher crop) pair counts the same.
+        dino = parts["dino_global"] * global_terms + sched.dino_local_weight * parts["dino_local"] * local_terms
+        # Every (student crop, teacher crop) pair counts the same, up to the local-crop weight.
         total = cfg.dino_weight * dino / (global_terms + local_terms)
 
         masked_probs = self.teacher_targets(teacher["masked_logits"], teacher_temp, "ibot_center")
@@ -158,8 +169,8 @@ class DINOv3Objective(nn.Module):
 
         if gram_patches is not None:
             parts["gram"] = gram_loss(student["global_patches"], gram_patches, img_level=self.gram.img_level)
-            total = total + self.gram.weight * parts["gram"]
-        return LossTerms(total=total, parts=parts)
+            total = total + sched.gram_weight * parts["gram"]
+        return LossTerms(total=total, parts=parts, targets=teacher_probs)
 
 
 class GramTeacher(nn.Module):

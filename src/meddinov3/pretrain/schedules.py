@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from meddinov3.pretrain.config import OptimConfig
+from meddinov3.pretrain.config import PretrainConfig
 
 
 def warmup_cosine(iteration: int, total: int, peak: float, end: float, warmup: int = 0, start: float = 0.0) -> float:
@@ -15,6 +15,13 @@ def warmup_cosine(iteration: int, total: int, peak: float, end: float, warmup: i
     span = max(total - warmup, 1)
     progress = min((iteration - warmup) / span, 1.0)
     return end + 0.5 * (peak - end) * (1 + math.cos(math.pi * progress))
+
+
+def cosine_ramp(iteration: int, ramp: int, start: float, end: float) -> float:
+    """Half a cosine from `start` to `end` over `ramp` iterations, then `end` (DINOv3's loss-weight ramps)."""
+    if iteration >= ramp:
+        return end
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * iteration / ramp))
 
 
 def linear_warmup_then_constant(iteration: int, warmup: int, start: float, value: float) -> float:
@@ -30,9 +37,12 @@ class ScheduleValues:
     weight_decay: float
     momentum: float
     teacher_temp: float
+    dino_local_weight: float
+    gram_weight: float
 
 
-def schedule_values(optim: OptimConfig, iteration: int) -> ScheduleValues:
+def schedule_values(config: PretrainConfig, iteration: int) -> ScheduleValues:
+    optim, loss, gram = config.optim, config.loss, config.gram
     total = optim.iterations
     lr = warmup_cosine(iteration, total, optim.lr, optim.min_lr, optim.warmup_iterations)
     return ScheduleValues(
@@ -44,4 +54,6 @@ def schedule_values(optim: OptimConfig, iteration: int) -> ScheduleValues:
         teacher_temp=linear_warmup_then_constant(
             iteration, optim.teacher_temp_warmup_iterations, optim.teacher_temp_warmup_start, optim.teacher_temp
         ),
+        dino_local_weight=cosine_ramp(iteration, loss.dino_local_weight_ramp, loss.dino_local_weight_start, loss.dino_local_weight),
+        gram_weight=cosine_ramp(iteration, gram.weight_ramp, gram.weight_start, gram.weight),
     )

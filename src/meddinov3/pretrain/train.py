@@ -4,7 +4,8 @@ One iteration (teacher targets, student loss, AdamW step, EMA update) is `Pretra
 Runs as one process or under torchrun (DDP: gradients averaged over ranks; Sinkhorn-Knopp and
 centering reduced over ranks, so the targets are those of the global batch). Writes to
 `run.output_dir`: `checkpoint.pth` (resume), `metrics.jsonl` (one line per iteration),
-`config.yaml`, and at the end `export/` (teacher in the MedDINOv3 layout + safetensors backbone).
+`config.yaml`, `learning.png` (the learning monitors, see `monitors.py`), and at the end `export/`
+(teacher in the MedDINOv3 layout + safetensors backbone).
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from meddinov3.pretrain.checkpoint import CHECKPOINT_NAME, export_teacher, load_
 from meddinov3.pretrain.collate import collate_multicrop
 from meddinov3.pretrain.config import PretrainConfig
 from meddinov3.pretrain.data import ConcatSlices, PretrainDataset, ShardedBatchSampler, build_corpus
+from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 from meddinov3.pretrain.distributed import DistInfo, init_distributed, pick_device
+from meddinov3.pretrain.monitors import UniformWatch
+from meddinov3.pretrain.probing import TeacherProbe
 from meddinov3.pretrain.trainer import Pretrainer
+from meddinov3.viz.learning import learning_figure
 
 log = logging.getLogger("meddinov3.pretrain")
-METRICS_NAME = "metrics.jsonl"
+LEARNING_FIGURE = "learning.png"
 
 
 def make_loader(
@@ -84,28 +89,43 @@ class TrainResult:
     exported: dict[str, Path] | None
 
 
-def _iterate(loader: Iterable, trainer: Pretrainer, output: Path, is_main: bool, end: int) -> list[dict[str, float]]:
+def _iterate(
+    loader: Iterable, trainer: Pretrainer, output: Path, is_main: bool, end: int, probe: TeacherProbe | None
+) -> list[dict[str, float]]:
     cfg = trainer.config
     history = []
     metrics_context = (output / METRICS_NAME).open("a", encoding="utf-8") if is_main else contextlib.nullcontext()
     with _progress(is_main) as progress, metrics_context as metrics_file:
         task = progress.add_task("pretrain", total=end, completed=trainer.iteration, status="")
+        watch = UniformWatch(cfg.optim.warmup_iterations)
         for batch in loader:
             iteration = trainer.iteration
-            metrics = trainer.step(batch)
+            metrics = trainer.step(batch, monitor=iteration % cfg.run.log_every == 0)
             if not math.isfinite(metrics["loss"]):
                 raise FloatingPointError(f"loss is {metrics['loss']} at iteration {iteration}; stopping")
+            if probe is not None and probe.due(trainer.iteration, end):
+                metrics.update(probe.measure(trainer.teacher.backbone))
             history.append({"iteration": iteration, **metrics})
             if is_main:
                 metrics_file.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
                 metrics_file.flush()
                 if iteration % cfg.run.log_every == 0:
-                    progress.update(task, status=f"loss {metrics['loss']:.4f}")
+                    progress.update(task, status=_status(metrics))
+                    warning = watch.check(iteration, metrics)
+                    if warning:
+                        log.warning(warning)
                 progress.advance(task)
             done = trainer.iteration
             if done % cfg.run.checkpoint_every == 0 and done < end:
                 _save(trainer, output, is_main)
     return history
+
+
+def _status(metrics: dict[str, float]) -> str:
+    return (
+        f"loss {metrics['loss']:.4f}  DINO {metrics['dino_global_frac']:.3f} ln K  "
+        f"teacher entropy {metrics['teacher_entropy']:.2f}/{metrics['teacher_mean_entropy']:.2f}"
+    )
 
 
 def _save(trainer: Pretrainer, output: Path, is_main: bool) -> None:
@@ -143,9 +163,14 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
     total = config.optim.iterations
     end = total if config.run.stop_after is None else min(total, trainer.iteration + config.run.stop_after)
     loader = make_loader(corpus, config, dist_info, trainer.patch_size, trainer.iteration, end, device)
-    history = _iterate(loader, trainer, output, dist_info.is_main, end)
+    probe = None
+    if config.eval.probe_dataset and dist_info.is_main:
+        probe = TeacherProbe(config.eval, trainer.teacher.backbone, config.run.seed)
+    history = _iterate(loader, trainer, output, dist_info.is_main, end, probe)
 
     _save(trainer, output, dist_info.is_main)
+    if dist_info.is_main:
+        learning_figure(read_metrics(output / METRICS_NAME), output / LEARNING_FIGURE)
     exported = None
     if trainer.iteration >= total and dist_info.is_main:
         exported = export_teacher(trainer.teacher, output)

@@ -21,6 +21,7 @@ from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.pretrain.checkpoint import head_states
 from meddinov3.pretrain.config import PretrainConfig
 from meddinov3.pretrain.distributed import DistInfo, all_reduce_mean, gather_objects
+from meddinov3.pretrain.monitors import learning_monitors
 from meddinov3.pretrain.model import DINOv3Objective, GramTeacher, SSLNetwork, build_heads, update_ema
 from meddinov3.pretrain.param_groups import apply_schedules, parameter_groups
 from meddinov3.pretrain.schedules import schedule_values
@@ -33,7 +34,9 @@ def build_student(config: PretrainConfig) -> SSLNetwork:
     m = config.model
     overrides = {"drop_path_rate": m.drop_path_rate, **m.arch_overrides}
     backbone = load_backbone(m.init, **overrides) if m.init else build_backbone(m.arch, **overrides)
-    dino_head, ibot_head = build_heads(backbone.embed_dim, m.head_prototypes, m.head_hidden_dim, m.head_bottleneck_dim, m.head_layers)
+    dino_head, ibot_head = build_heads(
+        backbone.embed_dim, m.head_prototypes, m.head_hidden_dim, m.head_bottleneck_dim, m.head_layers, m.head_init
+    )
     network = SSLNetwork(backbone, dino_head, ibot_head)
     if m.init:
         for name, state in head_states(m.init).items():
@@ -94,10 +97,11 @@ class Pretrainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
-    def step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One training iteration at `self.iteration`; returns metrics averaged over ranks."""
+    def step(self, batch: dict[str, Any], monitor: bool = False) -> dict[str, float]:
+        """One training iteration at `self.iteration`; returns metrics averaged over ranks, with
+        the learning monitors (see `monitors.py`) when `monitor` is set."""
         cfg = self.config
-        sched = schedule_values(cfg.optim, self.iteration)
+        sched = schedule_values(cfg, self.iteration)
         apply_schedules(self.optimizer, sched.lr, sched.last_layer_lr, sched.weight_decay)
         batch = to_device(batch, self.device)
         global_crops, masks, mask_indices = batch["global_crops"], batch["masks"], batch["mask_indices"]
@@ -110,7 +114,7 @@ class Pretrainer:
                 grid = (global_crops.shape[-2] // self.patch_size, global_crops.shape[-1] // self.patch_size)
                 gram_patches = self.gram_teacher.patch_features(batch["gram_crops"], grid, self.patch_size)
             student_out = self.student_ddp(global_crops, local_crops, masks, mask_indices)
-        terms = self.objective(student_out, teacher_out, batch, sched.teacher_temp, gram_patches)
+        terms = self.objective(student_out, teacher_out, batch, sched, gram_patches)
 
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -129,8 +133,19 @@ class Pretrainer:
 
         metrics = {"loss": float(all_reduce_mean(terms.total.detach()))}
         metrics.update({k: float(all_reduce_mean(v.detach())) for k, v in terms.parts.items()})
+        if monitor:
+            # Its own generator: the monitors must not consume the RNG that training draws from.
+            generator = torch.Generator().manual_seed(self.iteration)
+            monitors = learning_monitors(
+                terms.parts, teacher_out, terms.targets, masks, cfg.model.head_prototypes, sched.teacher_temp, generator
+            )
+            metrics.update({k: float(all_reduce_mean(torch.tensor(v, device=self.device))) for k, v in monitors.items()})
         metrics.update(grad_norms)
         metrics.update(lr=sched.lr, wd=sched.weight_decay, momentum=sched.momentum, teacher_temp=sched.teacher_temp)
+        if cfg.loss.dino_local_weight_ramp or cfg.loss.dino_local_weight != 1.0:
+            metrics["dino_local_weight"] = sched.dino_local_weight
+        if self.gram_teacher is not None:
+            metrics["gram_weight"] = sched.gram_weight
         metrics.update(global_crop_size=global_crops.shape[-1], local_crop_size=local_crops.shape[-1])
         return metrics
 
