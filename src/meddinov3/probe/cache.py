@@ -50,7 +50,8 @@ def file_fingerprint(path: Path) -> list[Any]:
 
 def cache_folder(root: Path, backbone: nn.Module, blocks: Any, size: int, device_type: str) -> Path:
     key = {
-        "format": CACHE_FORMAT, "weights": weights_fingerprint(backbone), "blocks": blocks, "size": size,
+        "format": CACHE_FORMAT, "weights": weights_fingerprint(backbone), "patch": int(backbone.patch_size),
+        "blocks": blocks, "size": size,
         "device": device_type, "normalisation": [list(HU_CLIP), CT3M_MEAN, CT3M_STD],
     }
     return root / digest(key)
