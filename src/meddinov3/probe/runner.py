@@ -64,9 +64,9 @@ def run_probe(
         train_slices=data.n_train_slices,
         test_cases=[case.name for case in data.dataset.test],
     )
+    cache = None if cache_dir is None else Path(cache_dir)
     with progress_bars(show_progress) as progress:
         for name, backbone in backbones.items():
-            cache = None if cache_dir is None else Path(cache_dir)
             result.scores[name] = probe_backbone(name, backbone, data, head_device, cache, progress)
     return result
 
@@ -85,7 +85,11 @@ def probe_backbone(
     train, test = backbone_features(backbone, data, store, blocks, device, lambda n: progress.advance(task, n))
     task = progress.add_task(f"training head {name}", total=config.steps)
     targets = [data.train_targets[case] for case in data.train_slices]
-    head, loss = train_head(train, targets, data.classes.num_classes, config, head_device, lambda _: progress.advance(task))
+
+    def step_done(loss: float) -> None:
+        progress.update(task, advance=1, description=f"training head {name}, loss {loss:.3f}")
+
+    head, loss = train_head(train, targets, data.classes.num_classes, config, head_device, step_done)
     task = progress.add_task(f"scoring {name}", total=len(test))
     per_case = {}
     for case in data.dataset.test:
