@@ -18,6 +18,7 @@ from meddinov3.compare.commands import compare
 from meddinov3.nnunet.commands import plan, predict, train
 from meddinov3.pretrain.commands import pretrain
 from meddinov3.demo.commands import demo
+from meddinov3.probe.commands import probe
 
 app = typer.Typer(
     name="meddinov3",
@@ -44,6 +45,7 @@ app.command("train")(train)
 app.command("predict")(predict)
 app.command("pretrain")(pretrain)
 app.command("demo")(demo)
+app.command("probe")(probe)
 
 
 def tolerate_narrow_terminals() -> None:
