@@ -164,7 +164,10 @@ def test_malformed_or_non_model_ids_are_refused(hub_cache, name):
 
 
 def test_published_parameter_counts_match_the_aliased_architectures():
-    """The table's published counts (DINOv3 README) against the presets the aliases load as."""
+    """The table's ids and published counts (DINOv3 README) against the presets the aliases load as."""
+    dinov3 = sorted(k.repo_id for k in KNOWN_WEIGHTS if k.repo_id.startswith("facebook/"))
+    assert dinov3 == sorted(f"facebook/dinov3-{size}-pretrain-lvd1689m"  # the README's list of ViTs on the Hub
+                            for size in ("vits16", "vits16plus", "vitb16", "vitl16", "vith16plus", "vit7b16"))
     for known in KNOWN_WEIGHTS:
         with torch.device("meta"):
             count = sum(p.numel() for p in build_backbone(known.preset).parameters())

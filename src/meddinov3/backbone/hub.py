@@ -43,30 +43,23 @@ class KnownWeights:
     parameters_m: int  # millions, as published
     licence: str
     gated: bool  # the Hub asks users to accept the licence before downloading
-    source: str
 
 
-# Parameters: the DINOv3 README's table of pretrained backbones (github.com/facebookresearch/dinov3);
-# licence and gating: the model cards on the Hub ("License: DINOv3 License"; "You need to agree to
+# The official DINOv3 ViTs in the transformers layout, named facebook/dinov3-<preset>-pretrain-lvd1689m.
+# Parameters (millions): the DINOv3 README's table of pretrained backbones (github.com/facebookresearch/
+# dinov3); licence and gating: their model cards ("License: DINOv3 License"; "You need to agree to
 # share your contact information to access this model").
-_DINOV3 = "DINOv3 README (parameters), facebook/dinov3-* model cards (licence, gating)"
+_DINOV3_PARAMETERS_M = {"vits16": 21, "vits16plus": 29, "vitb16": 86, "vitl16": 300, "vith16plus": 840, "vit7b16": 6716}
 KNOWN_WEIGHTS: tuple[KnownWeights, ...] = (
     # Model card metadata `license: apache-2.0`; the file name `model.pth` as the release's users
     # download it; ViT-B/16 as the card states (its parameter count is the ViT-B/16 one).
     KnownWeights("meddinov3-ct3m", "ricklisz123/MedDINOv3-ViTB-16-CT-3M", "model.pth", "meddinov3_vitb16", 86,
-                 "Apache-2.0", False, "MedDINOv3 model card (ViT-B/16, licence)"),
-    KnownWeights("dinov3-vits16", "facebook/dinov3-vits16-pretrain-lvd1689m", None, "vits16", 21,
-                 "DINOv3 License", True, _DINOV3),
-    KnownWeights("dinov3-vits16plus", "facebook/dinov3-vits16plus-pretrain-lvd1689m", None, "vits16plus", 29,
-                 "DINOv3 License", True, _DINOV3),
-    KnownWeights("dinov3-vitb16", "facebook/dinov3-vitb16-pretrain-lvd1689m", None, "vitb16", 86,
-                 "DINOv3 License", True, _DINOV3),
-    KnownWeights("dinov3-vitl16", "facebook/dinov3-vitl16-pretrain-lvd1689m", None, "vitl16", 300,
-                 "DINOv3 License", True, _DINOV3),
-    KnownWeights("dinov3-vith16plus", "facebook/dinov3-vith16plus-pretrain-lvd1689m", None, "vith16plus", 840,
-                 "DINOv3 License", True, _DINOV3),
-    KnownWeights("dinov3-vit7b16", "facebook/dinov3-vit7b16-pretrain-lvd1689m", None, "vit7b16", 6716,
-                 "DINOv3 License", True, _DINOV3),
+                 "Apache-2.0", False),
+    *(
+        KnownWeights(f"dinov3-{preset}", f"facebook/dinov3-{preset}-pretrain-lvd1689m", None, preset, millions,
+                     "DINOv3 License", True)
+        for preset, millions in _DINOV3_PARAMETERS_M.items()
+    ),
 )
 _BY_ALIAS = {k.alias: k for k in KNOWN_WEIGHTS}
 _BY_REPO = {k.repo_id.lower(): k for k in KNOWN_WEIGHTS}
