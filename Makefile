@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+# Two entry points for a fresh machine: `make demo` and `make test` (see README). Neither needs root:
+# everything goes into .venv. The report test uses a browser already on PATH (.ci/run installs one on CI).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,8 +15,6 @@ $(STAMP): pyproject.toml constraints.txt
 	# timm drags in a torchvision that cannot load against a CPU-only local torch build; a broken
 	# torchvision breaks `transformers` imports, so drop it where it does not import.
 	$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall -y -q torchvision
-	# The HTML report is checked in a real browser; Debian's chromium (as root, as on CI).
-	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,7 +1,12 @@
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# No test downloads weights: huggingface_hub reads only its cache (it reads this when imported).
+# Tests of the download path start their own local Hub server and clear it for that process.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures"
 

@@ -7,6 +7,7 @@ high-resolution configuration is 2d_96 (0.53 mm in-plane).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def workspace(tmp_path_factory):
         env[name] = str(root / name)
     env.pop("MEDDINOV3_WEIGHTS", None)
     raw = write_synthetic_dataset(root / "nnUNet_raw", SPEC)
-    _cli(env, "plan", str(SPEC.dataset_id), "--size", "96", "-j", "1", "--no-verify")
+    planned = _cli(env, "plan", str(SPEC.dataset_id), "--size", "96", "-j", "1", "--no-verify")
+    (root / "plan_stdout.txt").write_text(planned.stdout, encoding="utf-8")
     return root, env, raw
 
 
@@ -83,6 +85,40 @@ def test_plan_adds_a_preprocessed_highres_configuration(workspace):
     data, seg, _, _ = dataset.load_case(dataset.identifiers[0])
     # 64 px at 0.8 mm resampled to 0.533 mm: 96 px per side; slices untouched.
     assert data.shape == (1, 8, 96, 96) and seg.shape == (1, 8, 96, 96)
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """Cells of a rich table's body rows (Unicode or ASCII borders), keyed by the first cell."""
+    rows = [[cell.strip() for cell in re.split(r"[│|]", line)[1:-1]] for line in text.splitlines()]
+    return {cells[0]: cells for cells in rows if len(cells) > 1 and cells[0]}
+
+
+def test_plan_prints_a_short_table_and_logs_what_nnunet_prints(workspace):
+    root, _, _ = workspace
+    out = (root / "plan_stdout.txt").read_text(encoding="utf-8")
+    lines = out.replace(str(root), "ROOT").splitlines()  # paths are as long as the machine makes them
+    assert len(lines) <= 20 and max(map(len, lines)) <= 100, out
+    assert "'data_identifier'" not in out and "Plans were saved" not in out  # nnU-Net's dictionaries are not shown
+    plans = json.loads((root / "nnUNet_preprocessed" / SPEC.folder_name / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    rows = table_rows(out)
+    assert set(rows) >= set(plans["configurations"])
+    for name, preprocessed in (("2d", "yes"), ("2d_96", "yes"), ("3d_fullres", "no")):
+        config = {**plans["configurations"].get(plans["configurations"][name].get("inherits_from", ""), {}),
+                  **plans["configurations"][name]}
+        assert rows[name] == [
+            name,
+            "x".join(str(int(p)) for p in config["patch_size"]),
+            "x".join(f"{s:.3g}" for s in config["spacing"]),
+            str(config["batch_size"]),
+            "x".join(f"{m:.0f}" for m in config["median_image_size_in_voxels"]),
+            preprocessed,
+        ]
+    assert rows["2d_96"][1:3] == ["96x96", "0.533x0.533"]
+    log = root / "nnUNet_preprocessed" / SPEC.folder_name / "meddinov3_plan.log"
+    assert f"nnU-Net's output: {log}" in out
+    logged = log.read_text(encoding="utf-8")
+    for printed in ("Plans were saved to", "Configuration: 2d_96", "'data_identifier': 'nnUNetPlans_2d_96'"):
+        assert printed in logged
 
 
 def test_plan_fits_the_highres_batch_to_the_gpu_memory(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import typer
 
 from meddinov3.viz.commands import features
+from meddinov3.backbone.commands import weights
 from meddinov3.curate.commands import curate
 from meddinov3.synth.commands import synth
 from meddinov3.evaluation.commands import evaluate
@@ -46,6 +47,7 @@ app.command("predict")(predict)
 app.command("pretrain")(pretrain)
 app.command("demo")(demo)
 app.command("probe")(probe)
+app.command("weights")(weights)
 
 
 def tolerate_narrow_terminals() -> None:

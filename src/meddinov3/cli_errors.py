@@ -22,5 +22,7 @@ def errors_as_one_line(*known: type[BaseException], console: Console | None = No
         from rich.console import Console
         from rich.markup import escape
 
-        (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        # soft_wrap: one line whatever the width (rich would otherwise break it at 80 columns when
+        # stderr is not a terminal, e.g. in logs); the terminal wraps it for reading.
+        (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from error

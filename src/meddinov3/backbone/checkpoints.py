@@ -44,8 +44,14 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Load a file or Hugging Face folder into (object, metadata) without executing pickled code."""
-    path = Path(path)
+    """Load a file or Hugging Face folder into (object, metadata) without executing pickled code.
+
+    `path` may also name weights on the Hugging Face Hub (an alias, `hf://owner/name[@rev][/file]`
+    or `owner/name`); they are fetched into the Hub cache first (see `hub.resolve_weights`).
+    """
+    from meddinov3.backbone.hub import resolve_weights
+
+    path = resolve_weights(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():

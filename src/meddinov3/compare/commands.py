@@ -27,8 +27,8 @@ def compare(
     methods: str = typer.Option(DEFAULT_METHODS, help="Comma-separated `meddinov3 train --method` names."),
     fold: int = typer.Option(0, min=0, max=4, help="Cross-validation fold (paper: 0, an 80/20 split)."),
     weights: List[str] = typer.Option(
-        [], "--weights", help="METHOD=PATH pretrained backbone (repeatable), e.g. meddinov3=MedDINOv3.pth,"
-        " dino-unet=dinov3_vitb16.pth."
+        [], "--weights", help="METHOD=WEIGHTS pretrained backbone (repeatable): a path or Hub name, e.g. "
+        "meddinov3=meddinov3-ct3m, dino-unet=dinov3_vitb16.pth (see `meddinov3 weights`)."
     ),
     config: Optional[str] = typer.Option(
         None, "--config", help="One nnU-Net configuration for every method (default: each method's own)."

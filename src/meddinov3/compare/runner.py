@@ -137,7 +137,7 @@ class ComparisonRunner:
         resumable = any((folder / name).is_file() for name in ("checkpoint_latest.pth", "checkpoint_best.pth"))
         if method.needs_weights and not finished and method.name not in self.job.weights:
             raise ComparisonError(
-                f"{method.name} trains on a pretrained backbone: pass --weights {method.name}=PATH"
+                f"{method.name} trains on a pretrained backbone: pass --weights {method.name}=PATH (or a Hub name)"
             )
         action = "validating" if finished else ("resuming" if resumable else "training")
         self.report(f"{method.name}: {action} fold {self.job.fold} ({self.configuration(method)}) in {folder}")

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from meddinov3.demo.terminal import log_tail, output_to_log, step_progress
+from meddinov3.capture import output_to_log
+from meddinov3.demo.terminal import log_tail, step_progress
 from meddinov3.demo.workspace import Workspace
 from meddinov3.io import atomic_write_text
 

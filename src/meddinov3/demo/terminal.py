@@ -2,8 +2,8 @@
 
 nnU-Net prints plans, per-epoch logs and tqdm bars, some of it from worker processes; the demo
 shows one progress bar per step instead. Library output is redirected at the file-descriptor
-level (so child processes and C extensions are captured too) into OUT/logs/<step>.log, while
-the demo's rich console writes to a duplicate of the original terminal descriptor.
+level (`meddinov3.capture`) into OUT/logs/<step>.log, while the demo's rich console writes to a
+duplicate of the original terminal descriptor.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,31 +39,6 @@ def terminal_console() -> tuple[Console, bool]:
     sys.stdout.flush()
     stream = os.fdopen(os.dup(descriptor), "w", buffering=1, encoding="utf-8", errors="replace")
     return Console(file=stream), True
-
-
-@contextmanager
-def output_to_log(log: Path, enabled: bool = True) -> Iterator[None]:
-    """Send descriptors 1 and 2 (Python, C and child-process output) to `log` while inside."""
-    if not enabled:
-        yield
-        return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    with open(log, "a", buffering=1, encoding="utf-8", errors="replace") as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
-        # sys.stdout may not write to descriptor 1 (pytest, notebooks): swap the objects too.
-        try:
-            with redirect_stdout(handle), redirect_stderr(handle):
-                yield
-        finally:
-            handle.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for descriptor in saved:
-                os.close(descriptor)
 
 
 def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -71,17 +71,48 @@ def plan(
     its field of view at higher resolution (the paper trains at 896). Both 2d and 2d_<size> are
     preprocessed.
     """
-    from meddinov3.nnunet.paths import set_process_counts
+    from rich.console import Console
+
+    from meddinov3.nnunet.paths import dataset_folder_name, set_process_counts
 
     set_process_counts(num_processes)
+    console = Console()
     with _clear_errors():
-        from meddinov3.nnunet.plans import plan_and_preprocess
+        from meddinov3.nnunet.plans import highres_name, load_plans, plan_and_preprocess, plan_log_path
 
+        name = dataset_folder_name(dataset)
+        console.print(f"nnU-Net's output goes to {plan_log_path(name)}", highlight=False, soft_wrap=True)
         path = plan_and_preprocess(
             dataset, tuple(size), num_processes, batch_size, verify, gpu_memory_gib=gpu_memory,
             reuse_fingerprint=reuse_fingerprint,
         )
-    typer.echo(f"plans: {path}")
+        console.print(configurations_table(load_plans(name), ["2d", *map(highres_name, size)]))
+    console.print(f"plans: {path}\nnnU-Net's output: {plan_log_path(name)}", highlight=False, soft_wrap=True)
+
+
+def configurations_table(plans: dict, preprocessed: list[str]):
+    """One row per configuration in the plans: patch, spacing, batch size, median shape, preprocessed."""
+    from rich.table import Table
+
+    from meddinov3.nnunet.plans import resolved_configuration
+
+    def sides(values, fmt: str) -> str:
+        return "x".join(format(float(v), fmt) for v in values)
+
+    table = Table(title=f"{plans['dataset_name']}: configurations in {plans['plans_name']}.json")
+    for column in ("config", "patch", "spacing mm", "batch", "median shape", "preprocessed"):
+        table.add_column(column, justify="right" if column == "batch" else "left")
+    for config_name in plans["configurations"]:
+        config = resolved_configuration(plans, config_name)
+        table.add_row(
+            config_name,
+            sides(config["patch_size"], ".0f"),
+            sides(config["spacing"], ".3g"),
+            str(config["batch_size"]),
+            sides(config["median_image_size_in_voxels"], ".0f"),
+            "yes" if config_name in preprocessed else "no",
+        )
+    return table
 
 
 def train(
@@ -91,8 +122,11 @@ def train(
         None, "--config", help="nnU-Net configuration (default: 2d_896 for the ViTs, 2d for nnunet)."
     ),
     fold: str = typer.Option("0", help="Cross-validation fold (0-4) or 'all'."),
-    weights: Optional[Path] = typer.Option(
-        None, help="Pretrained backbone checkpoint (any layout; required by meddinov3/dinov3/dinov3-single)."
+    weights: Optional[str] = typer.Option(
+        None,
+        help="Pretrained backbone (required by meddinov3/dinov3/dinov3-single): a checkpoint of any layout, or a "
+        "Hugging Face name: an alias (meddinov3-ct3m, dinov3-vitb16, ...; see `meddinov3 weights`), "
+        "hf://owner/name[@revision][/file] or owner/name.",
     ),
     backbone: Optional[str] = typer.Option(
         None,
@@ -146,7 +180,7 @@ def train(
             method=method,
             configuration=config,
             fold=fold,
-            weights=str(weights) if weights is not None else None,
+            weights=weights,
             backbone=backbone,
             backbone_overrides=_parse_overrides(backbone_set),
             interaction_layers=_parse_layers(interaction_layers),

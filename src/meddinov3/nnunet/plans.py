@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ from meddinov3.nnunet.paths import NnUNetSetupError, PREPROCESSED, RAW, dataset_
 
 VIT_PATCH = 16
 DEFAULT_PLANS = "nnUNetPlans"
+# nnU-Net's printed output of `meddinov3 plan` (configuration dictionaries of ~1,600 characters a
+# line), appended per run in the dataset's preprocessed folder.
+PLAN_LOG = "meddinov3_plan.log"
 
 
 def highres_name(size: int) -> str:
@@ -95,6 +100,10 @@ def plans_path(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> Path
     return require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name / f"{plans_identifier}.json"
 
 
+def plan_log_path(dataset_name: str) -> Path:
+    return require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name / PLAN_LOG
+
+
 def load_plans(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> dict:
     path = plans_path(dataset_name, plans_identifier)
     if not path.is_file():
@@ -117,8 +126,11 @@ def plan_and_preprocess(
     An existing fingerprint is reused unless `reuse_fingerprint=False`, so re-running after an
     interruption skips that step. The `2d_<size>` batch size is `batch_size` when given, else the
     2d one's (as in the paper), lowered to fit `gpu_memory_gib` when that is given.
+    What nnU-Net prints goes to `plan_log_path(dataset)`; its progress bars and warnings (stderr)
+    stay on the terminal, each preprocessing bar after a line naming its configuration.
     Returns the plans file.
     """
+    from meddinov3.capture import output_to_log
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -134,10 +146,14 @@ def plan_and_preprocess(
             raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
     name = dataset_folder_name(dataset)
     dataset_id = convert_dataset_name_to_id(name)
+    log = plan_log_path(name)
+    nnunet_output = partial(output_to_log, log, stderr=False)
 
-    extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=verify_dataset,
-                         clean=not reuse_fingerprint)
-    plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
+    with nnunet_output():
+        print(f"=== meddinov3 plan {name}, {datetime.now().isoformat(timespec='seconds')}")
+        extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=verify_dataset,
+                             clean=not reuse_fingerprint)
+        plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
 
     plans = load_plans(name, plans_identifier)
     path = plans_path(name, plans_identifier)
@@ -151,6 +167,8 @@ def plan_and_preprocess(
         plans = with_highres_configuration(plans, size, batch_size=batch)
     write_json_atomically(plans, path)
 
-    configurations = ["2d", *(highres_name(size) for size in sizes)]
-    preprocess([dataset_id], plans_identifier, configurations, [num_processes] * len(configurations))
+    for configuration in ["2d", *(highres_name(size) for size in sizes)]:
+        print(f"preprocessing {configuration}", flush=True)
+        with nnunet_output():
+            preprocess([dataset_id], plans_identifier, [configuration], [num_processes])
     return path

@@ -75,15 +75,20 @@ def build_spec(
     Fine-tuning always uses the recipe's drop-path rate unless overridden.
     """
     from meddinov3.backbone import load_backbone, preset_config
+    from meddinov3.backbone.hub import resolve_weights
 
     if method.backbone_preset is None:
         raise NetworkSpecError(f"method {method.name!r} does not use a ViT backbone")
     if method.needs_weights and weights is None:
         raise NetworkSpecError(
-            f"method {method.name!r} fine-tunes pretrained weights: pass --weights PATH "
-            f"(or set {WEIGHTS_ENV} for nnUNetv2_train)"
+            f"method {method.name!r} fine-tunes pretrained weights: pass --weights PATH or a Hub name such as "
+            f"meddinov3-ct3m (or set {WEIGHTS_ENV} for nnUNetv2_train)"
         )
     overrides = {"drop_path_rate": RECIPE.drop_path_rate, **(backbone_overrides or {})}
+    if weights is not None:
+        # A Hub name becomes its file in the cache once, here: the spec records a local path, so
+        # resuming, validation and every DDP rank read the same file without asking the Hub again.
+        weights = resolve_weights(weights)
     if weights is not None and backbone is None:
         config = load_backbone(weights).config.replace(**overrides)
     else:

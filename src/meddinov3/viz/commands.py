@@ -7,9 +7,13 @@ from typing import Optional
 
 import typer
 
+from meddinov3.cli_errors import errors_as_one_line
+
 
 def features(
-    weights: Optional[Path] = typer.Option(None, help="Backbone checkpoint (any layout load_backbone reads)."),
+    weights: Optional[str] = typer.Option(
+        None, help="Backbone checkpoint (any layout load_backbone reads) or Hub name (see `meddinov3 weights`)."
+    ),
     image: Optional[Path] = typer.Option(
         None, help="CT slice: .npy (HU), NIfTI or other volume, DICOM file or series folder. Default: bundled real slice."
     ),
@@ -22,7 +26,7 @@ def features(
     """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
     from rich.console import Console
 
-    from meddinov3.backbone import build_backbone, load_backbone
+    from meddinov3.backbone import CheckpointError, build_backbone, load_backbone
     from meddinov3.viz.features import (
         default_queries,
         foreground_patches,
@@ -44,7 +48,9 @@ def features(
         )
         model, label = build_backbone("meddinov3_vitb16"), "random weights"
     else:
-        model, label = load_backbone(weights), weights.name
+        with errors_as_one_line(CheckpointError):
+            model = load_backbone(weights)
+        label = Path(weights).name if Path(weights).exists() else weights
     model = model.to(device).eval()
     hu = resize_slice(read_ct_slice(image, slice_index), size)
     feats = patch_features(model, hu)
