@@ -94,6 +94,8 @@ class ModelConfig:
     head_layers: int = 3
     # "dinov3" (truncated normal, std 0.02) or "fan_in" (std 1/sqrt(fan-in)); see pretrain/heads.py.
     head_init: str = "dinov3"
+    # BatchNorm (batch statistics) after each hidden layer of the heads, as DINO's `use_bn` option.
+    head_batchnorm: bool = False
 
 
 @dataclass

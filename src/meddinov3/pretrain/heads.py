@@ -7,12 +7,19 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def _mlp(in_dim: int, hidden_dim: int, bottleneck_dim: int, n_layers: int) -> nn.Sequential:
+def _hidden(in_dim: int, hidden_dim: int, batchnorm: bool) -> list[nn.Module]:
+    # Batch statistics in the teacher too (no running averages): the point is to centre the
+    # features of the batch at hand, which a frozen running mean would not do.
+    norm = [nn.BatchNorm1d(hidden_dim, track_running_stats=False)] if batchnorm else []
+    return [nn.Linear(in_dim, hidden_dim), *norm, nn.GELU()]
+
+
+def _mlp(in_dim: int, hidden_dim: int, bottleneck_dim: int, n_layers: int, batchnorm: bool) -> nn.Sequential:
     if n_layers == 1:
         return nn.Sequential(nn.Linear(in_dim, bottleneck_dim))
-    layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+    layers = _hidden(in_dim, hidden_dim, batchnorm)
     for _ in range(n_layers - 2):
-        layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+        layers += _hidden(hidden_dim, hidden_dim, batchnorm)
     layers.append(nn.Linear(hidden_dim, bottleneck_dim))
     return nn.Sequential(*layers)
 
@@ -31,11 +38,12 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         init: str = "dinov3",
+        batchnorm: bool = False,
     ) -> None:
         super().__init__()
         if nlayers < 1:
             raise ValueError(f"DINOHead needs at least one layer, got nlayers={nlayers}")
-        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers)
+        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers, batchnorm)
         self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
         self.reset_parameters(init)
 

@@ -73,10 +73,11 @@ class SSLNetwork(nn.Module):
 
 
 def build_heads(
-    embed_dim: int, prototypes: int, hidden_dim: int, bottleneck_dim: int, n_layers: int, init: str = "dinov3"
+    embed_dim: int, prototypes: int, hidden_dim: int, bottleneck_dim: int, n_layers: int, init: str = "dinov3",
+    batchnorm: bool = False,
 ) -> tuple[DINOHead, DINOHead]:
     """DINOv3 keeps separate DINO and iBOT heads of the same shape."""
-    make = lambda: DINOHead(embed_dim, prototypes, hidden_dim, bottleneck_dim, n_layers, init)  # noqa: E731
+    make = lambda: DINOHead(embed_dim, prototypes, hidden_dim, bottleneck_dim, n_layers, init, batchnorm)  # noqa: E731
     return make(), make()
 
 

@@ -35,7 +35,8 @@ def build_student(config: PretrainConfig) -> SSLNetwork:
     overrides = {"drop_path_rate": m.drop_path_rate, **m.arch_overrides}
     backbone = load_backbone(m.init, **overrides) if m.init else build_backbone(m.arch, **overrides)
     dino_head, ibot_head = build_heads(
-        backbone.embed_dim, m.head_prototypes, m.head_hidden_dim, m.head_bottleneck_dim, m.head_layers, m.head_init
+        backbone.embed_dim, m.head_prototypes, m.head_hidden_dim, m.head_bottleneck_dim, m.head_layers, m.head_init,
+        m.head_batchnorm,
     )
     network = SSLNetwork(backbone, dino_head, ibot_head)
     if m.init:
