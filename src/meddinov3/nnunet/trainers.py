@@ -55,10 +55,8 @@ class RecipeTrainer(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
+        recipe = self.recipe_for_plans(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.use_recipe(get_method(self.method_name).recipe)
-
-    def use_recipe(self, recipe: Recipe) -> None:
         self.recipe = recipe
         # nnU-Net's knobs, which configure_optimizers reads (a caller may change them before initialize).
         self.initial_lr = recipe.lr
@@ -66,6 +64,11 @@ class RecipeTrainer(nnUNetTrainer):
         self.weight_decay = recipe.weight_decay
         self.oversample_foreground_percent = recipe.oversample_foreground
         self.enable_deep_supervision = recipe.deep_supervision
+
+    @classmethod
+    def recipe_for_plans(cls, plans: dict, configuration: str) -> Recipe:
+        """The method's recipe (called before nnU-Net copies the plans, so it may add to them)."""
+        return get_method(cls.method_name).recipe
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRPerGroup]:
         optimizer = build_optimizer(
@@ -81,22 +84,18 @@ class RecipeTrainer(nnUNetTrainer):
 class ViTSegmentationTrainer(RecipeTrainer):
     """Shared by the MedDINOv3 methods; subclasses only name their method."""
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
+    # Off when a checkpoint is about to overwrite every weight anyway (resuming).
+    load_pretrained_weights = True
+
+    @classmethod
+    def recipe_for_plans(cls, plans: dict, configuration: str) -> Recipe:
         # The spec must be in the plans before nnU-Net copies them: it is what gets saved with
-        # the model and what the static network builder sees.
-        spec = self._spec_for(plans, configuration)
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.network_spec = spec
-        self.use_recipe(spec.training_recipe())
-        # Off when a checkpoint is about to overwrite every weight anyway (resuming).
-        self.load_pretrained_weights = True
+        # the model and what the static network builder sees. It names the recipe switch.
+        return cls._spec_for(plans, configuration).training_recipe()
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        return spec_in_plans(self.plans_manager.plans, self.configuration_name)
 
     @classmethod
     def _spec_for(cls, plans: dict, configuration: str) -> NetworkSpec:
