@@ -43,29 +43,25 @@ def nnunet_2d_unet(patch: int, num_classes: int) -> nn.Module:
 
 
 def build(method: str, patch: int, num_classes: int, backbone: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The method's network and its recipe's optimiser (meddinov3.nnunet.methods)."""
     from meddinov3.backbone import build_backbone
     from meddinov3.baselines import build_dino_unet, build_segformer
-    from meddinov3.baselines.trainers import NNUNET_MOMENTUM, NNUNET_RECIPE, SEGFORMER_RECIPE, trainable
-    from meddinov3.nnunet.methods import RECIPE, get_method
+    from meddinov3.nnunet.methods import get_method
+    from meddinov3.nnunet.network import freeze_parts
     from meddinov3.nnunet.optim import build_optimizer
     from meddinov3.segmentation import build_segmenter
 
-    def sgd(network: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(trainable(network), NNUNET_RECIPE.lr, weight_decay=NNUNET_RECIPE.weight_decay,
-                               momentum=NNUNET_MOMENTUM, nesterov=True)
-
+    recipe = get_method(method).recipe
     if method == "nnunet":
         network = nnunet_2d_unet(patch, num_classes)
-        return network, sgd(network)
-    if method == "segformer":
+    elif method == "segformer":
         network = build_segformer(num_classes)
-        return network, torch.optim.AdamW(network.parameters(), SEGFORMER_RECIPE.lr, weight_decay=SEGFORMER_RECIPE.weight_decay)
-    if method == "dino-unet":
-        network = build_dino_unet(build_backbone(backbone), num_classes)
-        return network, sgd(network)
-    network = build_segmenter(build_backbone(backbone, drop_path_rate=RECIPE.drop_path_rate), num_classes)
-    network.dino_encoder.mask_token.requires_grad_(False)
-    return network, build_optimizer(network, get_method("meddinov3").encoder_lr)
+    elif method == "dino-unet":
+        network = build_dino_unet(build_backbone(backbone, **recipe.backbone), num_classes)
+    else:
+        network = build_segmenter(build_backbone(backbone, **recipe.backbone), num_classes)
+    freeze_parts(network, recipe.frozen)
+    return network, build_optimizer(network, recipe)
 
 
 def nnunet_loss(deep_supervision_outputs: int) -> nn.Module:

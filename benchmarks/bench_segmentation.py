@@ -28,11 +28,11 @@ TINY = {"embed_dim": 48, "num_heads": 2, "depth": 4}
 
 def _network(preset: str, tiny: bool, multiscale: bool, num_classes: int):
     from meddinov3.backbone import preset_config
-    from meddinov3.nnunet.methods import RECIPE
+    from meddinov3.nnunet.methods import get_method
     from meddinov3.nnunet.network import build_network
     from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
 
-    config = preset_config(preset, drop_path_rate=RECIPE.drop_path_rate, **(TINY if tiny else {}))
+    config = preset_config(preset, **get_method("meddinov3").recipe.backbone, **(TINY if tiny else {}))
     layers = default_interaction_layers(config.depth) if multiscale else [config.depth - 1]
     spec = NetworkSpec("meddinov3", config.to_dict(), multiscale, layers)
     return build_network(spec, num_input_channels=1, num_output_channels=num_classes)
@@ -43,6 +43,7 @@ def _measure(args: argparse.Namespace, size: int, multiscale: bool, queue) -> No
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
     from meddinov3.nnunet.memory import estimate_training_memory
+    from meddinov3.nnunet.methods import get_method
     from meddinov3.nnunet.optim import build_optimizer
 
     torch.manual_seed(0)
@@ -50,7 +51,7 @@ def _measure(args: argparse.Namespace, size: int, multiscale: bool, queue) -> No
     network = _network(args.preset, args.tiny, multiscale, args.classes)
     estimate_mib = estimate_training_memory(network, (size, size), 1).total_bytes(args.batch) / 2**20
     network = network.to(device).train()
-    optimizer = build_optimizer(network, encoder_lr=3e-5, fused=device.type == "cuda")
+    optimizer = build_optimizer(network, get_method("meddinov3").recipe, fused=device.type == "cuda")
     loss_fn = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                              weight_ce=1, weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
     x = torch.randn(args.batch, 1, size, size, device=device)

@@ -18,7 +18,8 @@ import pytest
 DATASET_ID = 986
 DATASET_NAME = "BaselineCT"
 CONFIGURATION = "2d"
-TINY_BACKBONE = dict(embed_dim=48, num_heads=2, depth=4)
+# Width 64: Dino U-Net's adapter has 16 heads on half the width.
+TINY_BACKBONE = dict(embed_dim=64, num_heads=2, depth=4)
 QUICK_TRAINING = dict(epochs=1, iterations_per_epoch=2, val_iterations_per_epoch=1)
 
 

@@ -37,3 +37,21 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     actual, expected = actual.double(), expected.double()
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     return ((actual - expected).norm() / expected.norm().clamp(min=1e-30)).item()
+
+
+@pytest.fixture
+def nnunet_env(tmp_path, monkeypatch):
+    """Empty nnU-Net folders for trainers built from `unit_trainers.unit_plans` (no weights or
+    recipe from the environment)."""
+    from meddinov3.nnunet.spec import RECIPE_ENV, WEIGHTS_ENV
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(RECIPE_ENV, raising=False)
+    # initialize() infers nnU-Net's dataset format from the file endings it finds here.
+    data = tmp_path / "nnUNet_preprocessed" / "Dataset990_Unit" / "nnUNetPlans_2d"
+    data.mkdir(parents=True)
+    (data / "case.b2nd").touch()
+    return tmp_path

@@ -12,7 +12,6 @@ from baseline_workspace import baseline_workspace, train_quickly
 
 from meddinov3.backbone import build_backbone
 from meddinov3.baselines import build_dino_unet, build_segformer
-from meddinov3.baselines.adapter import SpatialPriorModule
 from meddinov3.baselines.deformable import DeformableCrossAttention, reference_points
 
 BASELINES = ["nnunet", "segformer", "dino-unet"]
@@ -22,52 +21,63 @@ def n_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def mit_segformer_parameters(in_channels: int, num_classes: int) -> int:
-    """SegFormer-B2 counted by hand from the paper's architecture (MiT-B2 + all-MLP head).
+def linear(i: int, o: int) -> int:
+    return i * o + o
 
-    Per stage: overlapping patch embedding (k x k conv + LayerNorm); per block: LayerNorm, q/k/v/out
-    projections, spatial-reduction conv + LayerNorm when the ratio > 1, LayerNorm, Mix-FFN
-    (linear, 3x3 depthwise conv, linear; ratio 4); a LayerNorm per stage. Head: one linear per
-    stage to 768, 1x1 fuse conv (no bias) + BatchNorm, 1x1 classifier.
+
+def conv(i: int, o: int, k: int, bias: bool = True, groups: int = 1) -> int:
+    return i // groups * o * k * k + (o if bias else 0)
+
+
+def norm(c: int) -> int:  # LayerNorm, BatchNorm or affine InstanceNorm: weight and bias
+    return 2 * c
+
+
+def release_segformer_parameters(in_channels: int, num_classes: int) -> int:
+    """The release's SegFormer-B2 counted from the facts sheet (RECIPES.md section 2).
+
+    Per stage: overlapping patch embed (k x k conv + LN); per block: LN, q, kv, proj, the
+    spatial-reduction conv + LN when r > 1, LN, mix_skip FFN (fc1, depthwise 3x3 with bias, LN(4C),
+    fc2); a LN per stage. Head: a linear per stage to 768, 1x1 fuse conv without bias + BN, 1x1
+    classifier, ConvTranspose2d(C, C, 4, 4). (The release's two unused FFN LayerNorms are not built.)
     """
-    widths, depths, reductions, kernels, head = (64, 128, 320, 512), (3, 4, 6, 3), (8, 4, 2, 1), (7, 3, 3, 3), 768
-    total, previous = 0, in_channels
-    for c, depth, r, k in zip(widths, depths, reductions, kernels):
-        total += k * k * previous * c + c + 2 * c
-        block = 2 * c + 4 * (c * c + c) + 2 * c
+    dims, depths, ratios, kernels, head = (64, 128, 320, 512), (3, 4, 6, 3), (8, 4, 2, 1), (7, 3, 3, 3), 768
+    total, previous = 0, 3 if in_channels == 1 else in_channels
+    for c, depth, r, k in zip(dims, depths, ratios, kernels):
+        total += conv(previous, c, k) + norm(c)
+        block = norm(c) + linear(c, c) + linear(c, 2 * c) + linear(c, c)
         if r > 1:
-            block += r * r * c * c + c + 2 * c
+            block += conv(c, c, r) + norm(c)
         hidden = 4 * c
-        block += c * hidden + hidden + 9 * hidden + hidden + hidden * c + c
-        total += depth * block + 2 * c
+        block += norm(c) + linear(c, hidden) + conv(hidden, hidden, 3, groups=hidden) + norm(hidden) + linear(hidden, c)
+        total += depth * block + norm(c)
         previous = c
-    return total + sum(c * head + head for c in widths) + 4 * head * head + 2 * head + head * num_classes + num_classes
+    total += sum(linear(c, head) for c in dims) + conv(4 * head, head, 1, bias=False) + norm(head)
+    return total + conv(head, num_classes, 1) + conv(num_classes, num_classes, 4)
 
 
-def test_segformer_b2_has_the_published_size():
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    reference = SegformerConfig(
-        num_labels=150, hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768
-    )
-    ade20k = n_params(SegformerForSemanticSegmentation(reference))
-    assert ade20k == mit_segformer_parameters(3, 150)
-    assert abs(ade20k / 1e6 - 27.5) < 0.05  # SegFormer paper, Table 1: MiT-B2 24.2M + head 3.3M
-    ours = build_segformer(num_classes=150, in_channels=3)
-    assert n_params(ours) == ade20k
-    assert n_params(build_segformer(num_classes=4, in_channels=1)) == mit_segformer_parameters(1, 4)
+def test_segformer_b2_has_the_release_size():
+    assert n_params(build_segformer(num_classes=4, in_channels=1)) == release_segformer_parameters(1, 4)
+    assert n_params(build_segformer(num_classes=16, in_channels=2)) == release_segformer_parameters(2, 16)
+    # MiT-B2's encoder is the published 24.2M plus the mix_skip FFN's LayerNorm(4C) per block.
+    encoder = n_params(build_segformer(4).stages)
+    extra_norms = sum(d * norm(4 * c) for c, d in zip((64, 128, 320, 512), (3, 4, 6, 3)))
+    assert abs((encoder - extra_norms) / 1e6 - 24.2) < 0.05
 
 
-def test_segformer_logits_are_upsampled_to_the_input():
+def test_segformer_head_learns_its_x4_upsampling_and_tiles_one_channel():
     torch.manual_seed(0)
-    network = build_segformer(num_classes=3, in_channels=1, variant="b0").eval()
+    network = build_segformer(num_classes=3, in_channels=1).eval()
+    upsample = network.head.upsample
+    assert isinstance(upsample, torch.nn.ConvTranspose2d) and upsample.kernel_size == upsample.stride == (4, 4)
+    assert isinstance(network.head.dropout, torch.nn.Dropout2d) and network.head.dropout.p == 0.2
     x = torch.randn(2, 1, 64, 96)
     with torch.no_grad():
-        quarter = network.model(pixel_values=x).logits
-        full = network(x)
-    assert quarter.shape == (2, 3, 16, 24) and full.shape == (2, 3, 64, 96)
-    expected = torch.nn.functional.interpolate(quarter, size=(64, 96), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(full, expected)
+        out = network(x)
+        assert out.shape == (2, 3, 64, 96)
+        torch.testing.assert_close(out, network(x.expand(-1, 3, -1, -1)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        network(torch.randn(1, 1, 64, 66))
 
 
 def bilinear(value: np.ndarray, x: float, y: float) -> np.ndarray:
@@ -119,36 +129,71 @@ def test_reference_points_are_pixel_centres():
     torch.testing.assert_close(points[0, -1], torch.tensor([0.5, 0.5]))
 
 
+def dino_unet_trainable_parameters(dim: int, widths: tuple[int, ...], num_classes: int) -> int:
+    """Dino U-Net's trainable parts counted from the facts sheet (RECIPES.md 3.2-3.4)."""
+    spm = conv(3, 64, 3, bias=False) + norm(64) + 2 * (conv(64, 64, 3, bias=False) + norm(64))
+    spm += sum(conv(i, o, 3, bias=False) + norm(o) for i, o in ((64, 128), (128, 256), (256, 256)))
+    spm += sum(conv(c, dim, 1) for c in (64, 128, 256, 256))
+    value, heads, points, hidden = dim // 2, 16, 4, dim // 4
+    deformable = linear(dim, value) + linear(dim, heads * points * 2) + linear(dim, heads * points) + linear(value, dim)
+    conv_ffn = linear(dim, hidden) + conv(hidden, hidden, 3, groups=hidden) + linear(hidden, dim)
+    extractor = 3 * norm(dim) + deformable + conv_ffn
+    adapter = spm + 3 * dim + 6 * extractor + conv(dim, dim, 2) + 4 * norm(dim)  # + level embed, up, 4 BN
+
+    rank = 256
+    fapm = conv(dim, rank, 1)  # the shared basis
+    for oc in widths:
+        se = max(1, oc // 16)
+        refine = conv(rank, oc, 1) + norm(oc) + conv(oc, oc, 3, groups=oc) + conv(oc, oc, 1) + norm(oc) + conv(oc, oc, 1)
+        refine += conv(oc, se, 1) + conv(se, oc, 1)
+        shortcut = 0 if oc == rank else conv(rank, oc, 1)
+        fapm += conv(dim, rank, 1) + conv(rank, 2 * rank, 1) + refine + shortcut
+    upsamplers = sum(conv(oc, oc, 2) for oc in widths)
+    decoder = sum(
+        conv(coarse, fine, 2) + conv(2 * fine, fine, 3) + norm(fine) + conv(fine, fine, 3) + norm(fine)
+        for fine, coarse in zip(widths[:-1], widths[1:])
+    )
+    return adapter + fapm + upsamplers + decoder + conv(widths[0], num_classes, 1)
+
+
 def test_dino_unet_vitb_sizes_and_frozen_encoder():
     vit = build_backbone("vitb16")
     vit_params = n_params(vit)
-    network = build_dino_unet(vit, num_classes=16, in_channels=1)
+    network = build_dino_unet(vit, num_classes=16)
     assert n_params(network.dino_encoder) == vit_params and n_params(network.dino_encoder, True) == 0
+    assert n_params(network, True) == dino_unet_trainable_parameters(768, (32, 64, 128, 256), 16)
     assert n_params(network) - n_params(network, True) == vit_params
+    assert len(network.adapter.extractors) == 6 and network.adapter.gradient_checkpointing
+    assert {e.drop_path_rate for e in network.adapter.extractors} == {0.3}
+    assert {e.attn.num_heads for e in network.adapter.extractors} == {16}
 
-    # Adapter parts at ViT-B width (768, 12 heads), counted by hand.
-    spm = 9 * 64 + 128 + 2 * (9 * 64 * 64 + 128) + (9 * 64 * 128 + 256) + (9 * 128 * 256 + 512) + (9 * 256 * 256 + 512)
-    spm += sum((c + 1) * 768 for c in (64, 128, 256, 256))
-    assert n_params(SpatialPriorModule(1, 768)) == spm
-    deformable = (768 * 384 + 384) + (768 * 96 + 96) + (768 * 48 + 48) + (384 * 768 + 768)
-    assert n_params(DeformableCrossAttention(768, 12)) == deformable
-    # Trainable: adapter (~10M) + projections + stems + nnU-Net-width decoder, far below the frozen ViT.
-    assert 15e6 < n_params(network, True) < 30e6
 
-    network.train()
-    assert not network.dino_encoder.training and network.adapter.training
+TINY_VIT = dict(embed_dim=64, num_heads=2, depth=4)  # the adapter's 16 heads need a value width divisible by 16
+
+
+def test_dino_unet_fapm_and_upsampling_structure():
+    network = build_dino_unet(build_backbone("vitb16", **TINY_VIT), num_classes=3, widths=(32, 64, 128, 256))
+    fapm = network.projection
+    assert len([m for m in fapm.modules() if m is fapm.shared]) == 1  # one basis for every scale
+    assert isinstance(fapm.scales[-1].shortcut, torch.nn.Identity)  # 256 channels = the rank
+    assert all(isinstance(s.shortcut, torch.nn.Conv2d) for s in fapm.scales[:-1])
+    up = network.upsamplers[1]
+    x = torch.randn(1, 64, 4, 6)
     with torch.no_grad():
-        out = network(torch.randn(1, 1, 64, 64))
-    assert out.shape == (1, 16, 64, 64)
+        twice = torch.nn.functional.conv_transpose2d(
+            torch.nn.functional.conv_transpose2d(x, up.up.weight, up.up.bias, stride=2), up.up.weight, up.up.bias, stride=2
+        )
+        torch.testing.assert_close(up(x, (16, 24)), twice)
 
 
 def test_dino_unet_training_step_leaves_the_encoder_untouched():
     torch.manual_seed(0)
-    network = build_dino_unet(build_backbone("vitb16", embed_dim=48, num_heads=2, depth=4), num_classes=3)
+    network = build_dino_unet(build_backbone("vitb16", **TINY_VIT), num_classes=3)
     encoder_before = {k: v.clone() for k, v in network.dino_encoder.state_dict().items()}
     decoder_before = network.decoder.seg_layer.weight.detach().clone()
     optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.1)
     network.train()
+    assert network.dino_encoder.training  # the release's network.train() reaches the frozen ViT
     logits = network(torch.randn(2, 1, 48, 40))  # not a multiple of 32: padded, then cropped back
     assert logits.shape == (2, 3, 48, 40)
     torch.nn.functional.cross_entropy(logits, torch.randint(0, 3, (2, 48, 40))).backward()
@@ -160,10 +205,31 @@ def test_dino_unet_training_step_leaves_the_encoder_untouched():
     assert not torch.equal(network.decoder.seg_layer.weight, decoder_before)
 
 
-def test_dino_unet_adapts_multichannel_input():
-    network = build_dino_unet(build_backbone("vitb16", embed_dim=48, num_heads=2, depth=4), num_classes=2, in_channels=2)
+def test_dino_unet_runs_its_frozen_vit_in_bfloat16():
+    torch.manual_seed(0)
+    network = build_dino_unet(build_backbone("vitb16", **TINY_VIT), num_classes=2).eval()
+    x = torch.randn(1, 3, 64, 64)
+    maps = network.vit_maps(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = network.dino_encoder.get_intermediate_layers(x, n=[0, 1, 2, 3], reshape=True, norm=True)
+    full = network.dino_encoder.get_intermediate_layers(x, n=[0, 1, 2, 3], reshape=True, norm=True)
+    for ours, bf16, fp32 in zip(maps, expected, full):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, bf16.float(), rtol=0, atol=0)
+        assert not torch.equal(ours, fp32)
+
+
+def test_dino_unet_tiles_or_cuts_the_input_to_three_channels():
+    torch.manual_seed(0)
+    network = build_dino_unet(build_backbone("vitb16", **TINY_VIT), num_classes=2).eval()
+    x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
-        assert network.eval()(torch.randn(1, 2, 32, 32)).shape == (1, 2, 32, 32)
+        three = network(x[:, :3])
+        torch.testing.assert_close(network(x), three, rtol=0, atol=0)  # more than three: the first three
+        two = x[:, :2]
+        torch.testing.assert_close(network(two), network(torch.cat([two, two[:, :1]], dim=1)), rtol=0, atol=0)
+        one = x[:, :1]
+        torch.testing.assert_close(network(one), network(one.expand(-1, 3, -1, -1)), rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +261,12 @@ def test_baseline_trains_validates_and_predicts_in_nnunet(workspace, method, tmp
     assert set(np.unique(sitk.GetArrayFromImage(label))) <= {0, 1, 2, 3}
 
     group = optimizer_group(folder)
-    sgd = dict(initial_lr=1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)  # nnU-Net's recipe
-    expected = {"nnunet": sgd, "segformer": dict(initial_lr=5e-5, weight_decay=1e-2), "dino-unet": sgd}[method]
-    assert {k: group[k] for k in expected} == pytest.approx(expected)
-    assert ("betas" in group) == (method == "segformer")  # AdamW for SegFormer, SGD otherwise
+    expected = {  # RECIPES.md: nnU-Net's trainer; 2 (SegFormer); 3.4 (Dino U-Net)
+        "nnunet": dict(initial_lr=1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True),
+        "segformer": dict(initial_lr=2e-5, weight_decay=5e-2, betas=(0.9, 0.98)),
+        "dino-unet": dict(initial_lr=1e-3, weight_decay=3e-5, momentum=0.99, nesterov=True),
+    }[method]
+    assert {k: group[k] for k in expected} == expected
 
 
 def test_dino_unet_encoder_stays_the_pretrained_one_through_nnunet_training(workspace):

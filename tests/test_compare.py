@@ -110,6 +110,18 @@ def test_compare_writes_table_csv_and_plot(workspace):
         assert math.isclose(scores.dsc, 100 * expected, rel_tol=1e-6)
         assert 0.0 <= scores.nsd <= 100.0
 
+    # Each method's recipe as it trained, read back from its checkpoint and printed with the table.
+    plans = json.loads((workspace.preprocessed / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    batch = plans["configurations"][CONFIGURATION]["batch_size"]
+    patch = "x".join(map(str, plans["configurations"][CONFIGURATION]["patch_size"]))
+    common = f"| fp32 (cpu: no autocast), clip 12 | {batch} | {patch} |"
+    assert "## Training recipes" in text
+    assert f"| nnU-Net | default (= release) | SGD | 0.01 | 3e-05 | momentum 0.99, Nesterov | poly 0.9 per epoch, 1 epochs {common}" in text
+    assert f"| SegFormer | default (= release) | AdamW | 2e-05 | 0.05 | betas (0.9, 0.98) | poly 0.9 per epoch, 1 epochs {common}" in text
+    assert f"| Dino U-Net (B) | default | SGD | 0.001 | 3e-05 | momentum 0.99, Nesterov | poly 0.9 per epoch, 1 epochs {common}" in text
+    recorded = json.loads(outputs.recipes.read_text(encoding="utf-8"))
+    assert [r["method"] for r in recorded] == METHODS and recorded[1]["lr"] == "2e-05"
+
 
 def test_second_run_reuses_trainings_and_evaluations(workspace):
     run_comparison(quick_job(workspace), report=lambda line: None)
@@ -130,6 +142,13 @@ def test_cli_prints_the_table(workspace, tmp_path):
     assert result.exit_code == 0, result.output
     assert "| nnU-Net |" in result.output and "| SegFormer |" in result.output
     assert {p.name for p in tmp_path.iterdir()} >= {"comparison.md", "comparison.csv", "comparison.png"}
+
+
+def test_a_finished_run_of_another_recipe_is_not_reused(workspace, tmp_path):
+    run_comparison(quick_job(workspace, methods=["dino-unet"], output=tmp_path), report=lambda line: None)
+    job = quick_job(workspace, methods=["dino-unet"], recipe="release", output=tmp_path)
+    with pytest.raises(ComparisonError, match="trained with --recipe default, not release"):
+        run_comparison(job)
 
 
 def test_weights_for_a_method_not_compared_are_refused(workspace):

@@ -224,6 +224,24 @@ def test_pretrained_meddinov3_trains_and_predicts_without_its_weights_file(works
     _assert_same_geometry(out / "series.nii.gz", reader.Execute())
 
 
+def test_release_recipe_is_recorded_in_the_plans_and_predicts(workspace, tmp_path):
+    """`--recipe release` on the official-layout file: the release's ViT, recorded so prediction rebuilds it."""
+    root, env, raw = workspace
+    _cli(env, "train", str(SPEC.dataset_id), "--method", "dinov3", "--config", "2d_96", "--recipe", "release",
+         "--weights", str(FIXTURES / "dinov3_tiny_official.pth"), "--no-validate", *short())
+    model = _model_dir(root, "DINOv3Trainer")
+    stored = json.loads((model / "plans.json").read_text(encoding="utf-8"))["configurations"]["2d_96"]["meddinov3"]
+    assert stored["recipe"] == "release"
+    backbone = stored["backbone"]
+    assert (backbone["n_storage_tokens"], backbone["norm_eps"], backbone["rope_dtype"]) == (0, 1e-6, "bf16")
+    log = next((model / "fold_0").glob("training_log_*.txt")).read_text(encoding="utf-8")
+    assert "dropped 13 tensors" in log and "storage_tokens" in log
+
+    _cli(env, "predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path), "-m", str(model), "-j", "1",
+         "--no-progress", "--no-mirroring")
+    _assert_same_geometry(tmp_path / "case005.nii.gz", sitk.ReadImage(str(raw / "imagesTs" / "case005_0000.nii.gz")))
+
+
 def test_nnunet_baseline_through_the_same_driver(workspace, tmp_path):
     root, env, raw = workspace
     _cli(env, "train", str(SPEC.dataset_id), "--method", "nnunet", "--config", "2d", "--no-validate", *short())

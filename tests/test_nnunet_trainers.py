@@ -1,12 +1,11 @@
 """The nnU-Net trainers: the paper's optimiser and schedule, strict pretrained loading, the
 network spec carried in the plans, and nnU-Net's plugin discovery."""
 
-import copy
-
 import pytest
 import torch
 
 from conftest import BF16_ROPE_TOL, FIXTURES, load_fixture, relative_error
+from unit_trainers import initialized_trainer, plans_with, unit_plans
 from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.network import PretrainedWeightsError
@@ -32,81 +31,6 @@ TINY = {"embed_dim": 48, "num_heads": 2, "depth": 4}
 TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
 
 
-def _plans(patch=(64, 64)) -> dict:
-    """A minimal but complete nnU-Net v2 plans dict with one 2D configuration."""
-    unet = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {},
-        "_kw_requires_import": [],
-    }
-    return {
-        "dataset_name": "Dataset990_Unit",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [3.0, 0.8, 0.8],
-        "original_median_shape_after_transp": [8, 64, 64],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"max": 700.0, "mean": 100.0, "median": 90.0, "min": -50.0,
-                  "percentile_00_5": -40.0, "percentile_99_5": 690.0, "std": 150.0}
-        },
-        "configurations": {
-            "2d": {
-                "data_identifier": "nnUNetPlans_2d",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": 2,
-                "patch_size": list(patch),
-                "median_image_size_in_voxels": [64.0, 64.0],
-                "spacing": [0.8, 0.8],
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "architecture": unet,
-                "batch_dice": True,
-            }
-        },
-    }
-
-
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "liver": 1, "kidney": 2},
-    "numTraining": 5,
-    "file_ending": ".nii.gz",
-}
-
-
-@pytest.fixture
-def nnunet_env(tmp_path, monkeypatch):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    # initialize() infers nnU-Net's dataset format from the file endings it finds here.
-    data = tmp_path / "nnUNet_preprocessed" / "Dataset990_Unit" / "nnUNetPlans_2d"
-    data.mkdir(parents=True)
-    (data / "case.b2nd").touch()
-    return tmp_path
-
-
-def _trainer(cls, plans, configuration="2d"):
-    plans = copy.deepcopy(plans)
-    plans["continue_training"] = False
-    trainer = cls(plans=plans, configuration=configuration, fold=0, dataset_json=DATASET_JSON,
-                  device=torch.device("cpu"))
-    trainer.initialize()
-    return trainer
-
-
-def _plans_with(method: str, weights=None, **overrides) -> dict:
-    plans = _plans()
-    spec = build_spec(METHODS[method], weights=weights, backbone_overrides=overrides or None)
-    attach_spec(plans, "2d", spec)
-    return plans
-
-
 @pytest.mark.parametrize(
     "cls, weights, encoder_lr",
     [
@@ -118,7 +42,7 @@ def _plans_with(method: str, weights=None, **overrides) -> dict:
 )
 def test_optimizer_is_adamw_with_encoder_and_decoder_groups(nnunet_env, cls, weights, encoder_lr):
     overrides = {} if weights else TINY
-    trainer = _trainer(cls, _plans_with(cls.method_name, weights, **overrides))
+    trainer = initialized_trainer(cls, plans_with(cls.method_name, weights, **overrides))
     opt = trainer.optimizer
     assert isinstance(opt, torch.optim.AdamW)
     decoder, encoder = opt.param_groups
@@ -137,17 +61,17 @@ def test_optimizer_is_adamw_with_encoder_and_decoder_groups(nnunet_env, cls, wei
 
 
 def test_recipe_settings(nnunet_env):
-    trainer = _trainer(ViTScratchTrainer, _plans_with("scratch", **TINY))
+    trainer = initialized_trainer(ViTScratchTrainer, plans_with("scratch", **TINY))
     assert trainer.enable_deep_supervision is False
     assert trainer.oversample_foreground_percent == pytest.approx(0.33)
     assert trainer.network.dino_encoder.config.drop_path_rate == pytest.approx(0.2)
     assert trainer.network.interaction_layers == [3]  # single-scale: last block only
-    multi = _trainer(DINOv3Trainer, _plans_with("dinov3", TEACHER))
+    multi = initialized_trainer(DINOv3Trainer, plans_with("dinov3", TEACHER))
     assert multi.network.interaction_layers == [2, 5, 8, 11]
 
 
 def test_linear_decay_per_group_over_the_epochs(nnunet_env):
-    trainer = _trainer(MedDINOv3Trainer, _plans_with("meddinov3", TEACHER))
+    trainer = initialized_trainer(MedDINOv3Trainer, plans_with("meddinov3", TEACHER))
     trainer.num_epochs = 10
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
     for epoch in (0, 3, 9):
@@ -173,7 +97,7 @@ def test_poly_schedule_exponent_and_end():
 def test_every_trainable_parameter_gets_a_gradient(nnunet_env):
     """DistributedDataParallel needs this: a parameter without a gradient stalls its reduction."""
     for method, weights, overrides in (("scratch", None, TINY), ("dinov3", TEACHER, {})):
-        trainer = _trainer(TRAINERS[METHODS[method].trainer], _plans_with(method, weights, **overrides))
+        trainer = initialized_trainer(TRAINERS[METHODS[method].trainer], plans_with(method, weights, **overrides))
         out = trainer.network(torch.randn(2, 1, 64, 64))
         out.square().mean().backward()
         missing = [n for n, p in trainer.network.named_parameters() if p.requires_grad and p.grad is None]
@@ -181,7 +105,7 @@ def test_every_trainable_parameter_gets_a_gradient(nnunet_env):
 
 
 def test_pretrained_encoder_is_loaded_exactly(nnunet_env):
-    trainer = _trainer(MedDINOv3Trainer, _plans_with("meddinov3", TEACHER))
+    trainer = initialized_trainer(MedDINOv3Trainer, plans_with("meddinov3", TEACHER))
     reference = load_backbone(TEACHER).state_dict()
     loaded = trainer.network.dino_encoder.state_dict()
     assert set(loaded) == set(reference)
@@ -196,58 +120,58 @@ def test_missing_storage_tokens_is_an_error(nnunet_env, tmp_path):
     del state["storage_tokens"]
     path = tmp_path / "no_storage.pth"
     torch.save(state, path)
-    plans = _plans()
+    plans = unit_plans()
     # The architecture the user asked for has 4 storage tokens; the file has none.
     spec = build_spec(METHODS["dinov3"], weights=path, backbone="vitb16", backbone_overrides=TINY)
     attach_spec(plans, "2d", spec)
     with pytest.raises(PretrainedWeightsError, match="n_storage_tokens") as err:
-        _trainer(DINOv3Trainer, plans)
+        initialized_trainer(DINOv3Trainer, plans)
     assert str(path) in str(err.value)
 
 
 def test_weights_of_another_width_are_an_error(nnunet_env, tmp_path):
     path = tmp_path / "wide.pth"
     torch.save(build_backbone("vitb16", embed_dim=64, num_heads=2, depth=4).state_dict(), path)
-    plans = _plans()
+    plans = unit_plans()
     attach_spec(plans, "2d", build_spec(METHODS["dinov3"], weights=path, backbone="vitb16", backbone_overrides=TINY))
     with pytest.raises(PretrainedWeightsError, match="embed_dim"):
-        _trainer(DINOv3Trainer, plans)
+        initialized_trainer(DINOv3Trainer, plans)
 
 
 def test_methods_with_pretraining_need_weights(nnunet_env):
     with pytest.raises(NetworkSpecError, match="--weights"):
-        _trainer(MedDINOv3Trainer, _plans())
+        initialized_trainer(MedDINOv3Trainer, unit_plans())
 
 
 def test_weights_from_environment_for_nnunetv2_train(nnunet_env, monkeypatch):
     """`nnUNetv2_train -tr MedDINOv3Trainer` gives plain plans; the trainer records its spec in them."""
     monkeypatch.setenv(WEIGHTS_ENV, str(TEACHER))
-    trainer = _trainer(MedDINOv3Trainer, _plans())
+    trainer = initialized_trainer(MedDINOv3Trainer, unit_plans())
     stored = spec_in_plans(trainer.plans_manager.plans, "2d")
     assert stored is not None and stored.pretrained_weights == str(TEACHER.resolve())
     assert stored.method == "meddinov3"
 
 
 def test_patch_size_must_be_a_multiple_of_16(nnunet_env):
-    plans = _plans(patch=(72, 64))
+    plans = unit_plans(patch=(72, 64))
     attach_spec(plans, "2d", build_spec(METHODS["scratch"], backbone_overrides=TINY))
     with pytest.raises(NetworkSpecError, match="multiples of 16"):
-        _trainer(ViTScratchTrainer, plans)
+        initialized_trainer(ViTScratchTrainer, plans)
 
 
 def test_spec_of_another_method_is_rejected(nnunet_env):
     with pytest.raises(NetworkSpecError, match="scratch"):
-        _trainer(MedDINOv3Trainer, _plans_with("scratch", **TINY))
+        initialized_trainer(MedDINOv3Trainer, plans_with("scratch", **TINY))
 
 
 def test_rebuilding_a_network_needs_its_recorded_spec():
     """Prediction rebuilds the network from plans.json alone: a missing or foreign spec is an error."""
-    configuration = _plans_with("scratch", **TINY)["configurations"]["2d"]
+    configuration = plans_with("scratch", **TINY)["configurations"]["2d"]
     assert recorded_spec(configuration, (64, 64)).method == "scratch"
     with pytest.raises(NetworkSpecError, match="no dino-unet network spec.*--method dino-unet"):
         recorded_spec(configuration, (64, 64), "dino-unet")
     with pytest.raises(NetworkSpecError, match="no MedDINOv3 network spec"):
-        recorded_spec(_plans()["configurations"]["2d"], (64, 64))
+        recorded_spec(unit_plans()["configurations"]["2d"], (64, 64))
     with pytest.raises(NetworkSpecError, match="multiples of 16"):
         recorded_spec(configuration, (64, 72))
 
@@ -258,7 +182,7 @@ def test_network_from_plans_loads_a_reference_finetuned_model(nnunet_env):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     case = load_fixture("meddinov3_tiny_teacher_expected.pt")["primus_multiscale"]
-    plans = _plans_with("meddinov3", TEACHER)
+    plans = plans_with("meddinov3", TEACHER)
     manager = PlansManager(plans)
     network = MedDINOv3Trainer.build_network_architecture(
         manager, manager.get_configuration("2d"), 1, case["num_classes"], enable_deep_supervision=False

@@ -1,62 +1,32 @@
 """nnU-Net v2 trainers for the paper's baselines: thin subclasses, everything else is nnU-Net's.
 
-- `SegFormerTrainer`: SegFormer-B2 from scratch; AdamW at lr 5e-5 (paper) with SegFormer's own
-  weight decay 0.01 (the paper states only the optimiser and rate); nnU-Net's poly schedule.
-- `DinoUNetTrainer`: Dino U-Net on a frozen pretrained DINOv3 ViT; nnU-Net's own optimiser and
-  schedule (SGD, Nesterov momentum 0.99, lr 1e-2, weight decay 3e-5, poly 0.9) on the trainable
-  parts. The network spec (backbone architecture, interaction blocks) is stored in the plans and
-  the pretrained encoder loaded strictly, exactly as for the MedDINOv3 trainers.
+Both read their optimiser, schedule and freezing from the method's `Recipe`
+(`meddinov3.nnunet.methods`), which matches the release's trainers:
+- `SegFormerTrainer`: the release's MiT-B2 SegFormer from scratch; AdamW lr 2e-5, weight decay
+  5e-2, betas (0.9, 0.98), poly 0.9.
+- `DinoUNetTrainer`: Dino U-Net on a frozen pretrained DINOv3 ViT; SGD lr 1e-3, Nesterov momentum
+  0.99, weight decay 3e-5, poly 0.9. The network spec (backbone architecture, interaction blocks,
+  recipe switch) is stored in the plans and the pretrained encoder loaded strictly, as for the
+  MedDINOv3 trainers; its release recipe then re-randomises the encoder's patch embedding.
 Neither network follows nnU-Net's plans' scales, so both train without deep supervision.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from meddinov3.baselines.dino_unet import build_dino_unet
-from meddinov3.baselines.segformer import PAPER_VARIANT, build_segformer
 from meddinov3.backbone import build_backbone
-from meddinov3.nnunet.network import unwrap
+from meddinov3.baselines.dino_unet import build_dino_unet
+from meddinov3.baselines.segformer import build_segformer
+from meddinov3.baselines.unet_decoder import NNUNET_WIDTHS
+from meddinov3.nnunet.network import freeze_parts
 from meddinov3.nnunet.spec import recorded_spec
-from meddinov3.nnunet.trainers import ViTSegmentationTrainer
+from meddinov3.nnunet.trainers import RecipeTrainer, ViTSegmentationTrainer
 
 
-@dataclass(frozen=True)
-class OptimizerRecipe:
-    lr: float
-    weight_decay: float
-
-
-SEGFORMER_RECIPE = OptimizerRecipe(lr=5e-5, weight_decay=1e-2)
-# nnU-Net's defaults (nnUNetTrainer), restated so that the Dino U-Net trainer does not inherit the
-# MedDINOv3 recipe of its parent class.
-NNUNET_RECIPE = OptimizerRecipe(lr=1e-2, weight_decay=3e-5)
-NNUNET_MOMENTUM = 0.99
-
-
-def trainable(network: nn.Module) -> list[nn.Parameter]:
-    return [p for p in unwrap(network).parameters() if p.requires_grad]
-
-
-class SegFormerTrainer(nnUNetTrainer):
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = SEGFORMER_RECIPE.lr
-        self.weight_decay = SEGFORMER_RECIPE.weight_decay
-        self.enable_deep_supervision = False
+class SegFormerTrainer(RecipeTrainer):
+    method_name = "segformer"
 
     @staticmethod
     def build_network_architecture(
@@ -66,30 +36,19 @@ class SegFormerTrainer(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
-        return build_segformer(num_output_channels, num_input_channels, PAPER_VARIANT)
+        return build_segformer(num_output_channels, num_input_channels)
 
-    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
-        optimizer = torch.optim.AdamW(trainable(self.network), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
-    def set_deep_supervision_enabled(self, enabled: bool) -> None:
-        """SegFormer has a single output; nothing to switch."""
+def decoder_layout(configuration_manager: ConfigurationManager) -> tuple[tuple[int, ...], int]:
+    """The first four `features_per_stage` of the plans and their decoder convs per stage (RECIPES 3.3-3.4)."""
+    kwargs = configuration_manager.network_arch_init_kwargs or {}
+    widths = tuple(kwargs.get("features_per_stage", NNUNET_WIDTHS))[: len(NNUNET_WIDTHS)]
+    convs = kwargs.get("n_conv_per_stage_decoder", 2)
+    return widths, convs[0] if isinstance(convs, (list, tuple)) else convs
 
 
 class DinoUNetTrainer(ViTSegmentationTrainer):
     method_name = "dino-unet"
-
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = NNUNET_RECIPE.lr
-        self.weight_decay = NNUNET_RECIPE.weight_decay
 
     @staticmethod
     def build_network_architecture(
@@ -102,15 +61,22 @@ class DinoUNetTrainer(ViTSegmentationTrainer):
         spec = recorded_spec(
             configuration_manager.configuration, configuration_manager.patch_size, DinoUNetTrainer.method_name
         )
+        widths, convs = decoder_layout(configuration_manager)
         backbone = build_backbone(spec.backbone_config())
-        return build_dino_unet(backbone, num_output_channels, num_input_channels, spec.interaction_layers)
+        network = build_dino_unet(backbone, num_output_channels, spec.interaction_layers, widths, convs)
+        freeze_parts(network, spec.training_recipe().frozen)
+        return network
 
-    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
-        optimizer = torch.optim.SGD(
-            trainable(self.network), self.initial_lr, weight_decay=self.weight_decay,
-            momentum=NNUNET_MOMENTUM, nesterov=True,
-        )
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+    @property
+    def encoder_input_channels(self) -> int | None:
+        """The image is tiled or cut to three channels; the patch embedding stays the pretrained one."""
+        return None
 
-    def set_deep_supervision_enabled(self, enabled: bool) -> None:
-        """Dino U-Net here has a single output; nothing to switch."""
+    def load_pretrained_encoder(self, network: nn.Module) -> None:
+        super().load_pretrained_encoder(network)
+        if self.recipe.init_reaches_frozen_encoder:
+            network.reinit_encoder_convs()
+            self.print_to_log_file(
+                "Release recipe: the frozen encoder's patch embedding re-initialised (He-normal, zero bias), as the "
+                "release's initialisation does"
+            )

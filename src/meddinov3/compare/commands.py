@@ -33,6 +33,10 @@ def compare(
     config: Optional[str] = typer.Option(
         None, "--config", help="One nnU-Net configuration for every method (default: each method's own)."
     ),
+    recipe: str = typer.Option(
+        "default", help="default: each method as intended; release: also the release's slips, to reproduce "
+        "Table 2 as printed (see `meddinov3 train --help` and the README's method table)."
+    ),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per training (nnU-Net default 1000)."),
     iterations_per_epoch: Optional[int] = typer.Option(None, min=1, help="Iterations per epoch (default 250)."),
     val_iterations_per_epoch: Optional[int] = typer.Option(None, min=1, help="Validation iterations per epoch."),
@@ -50,8 +54,10 @@ def compare(
 
     DSC and NSD (1 mm) per class and as the mean over classes, written to comparison.md,
     comparison.csv and comparison.png with the paper's Table 2 numbers alongside when the
-    dataset is one of the paper's (AMOS22, KiTS23, LiTS, BTCV). Finished trainings and
-    evaluations are reused; interrupted trainings resume.
+    dataset is one of the paper's (AMOS22, KiTS23, LiTS, BTCV), and each method's training
+    recipe as it trained (optimiser, learning rates, weight decay, betas or momentum, schedule,
+    precision, batch, patch, recipe switch) in comparison.md and training_recipes.json.
+    Finished trainings and evaluations are reused; interrupted trainings resume.
     """
     from meddinov3.nnunet.paths import set_process_counts
 
@@ -71,6 +77,7 @@ def compare(
         fold=fold,
         configuration=config,
         weights=_parse_weights(weights),
+        recipe=recipe,
         epochs=epochs,
         iterations_per_epoch=iterations_per_epoch,
         val_iterations_per_epoch=val_iterations_per_epoch,
@@ -82,5 +89,5 @@ def compare(
     with errors_as_one_line(ComparisonError, EvaluationError, NnUNetSetupError, ValueError, console=errors):
         outputs = run_comparison(job, report=lambda line: errors.print(line, highlight=False))
     typer.echo(outputs.markdown.read_text(encoding="utf-8"))
-    for path in (outputs.markdown, outputs.csv, outputs.plot):
+    for path in (outputs.markdown, outputs.csv, outputs.plot, outputs.recipes):
         errors.print(f"wrote {path}", highlight=False)

@@ -18,13 +18,19 @@ from pathlib import Path
 
 from meddinov3.compare.paper import paper_table
 from meddinov3.compare.plot import write_comparison_plot
+from meddinov3.compare.recipes import TrainedRecipe, recipes_markdown, trained_recipe
 from meddinov3.compare.results import ComparisonError, MethodScores, read_scores
 from meddinov3.compare.table import ComparisonContext, csv_table, markdown_table
 from meddinov3.io import atomic_write_text
 
 NSD_TOLERANCE_MM = 1.0  # the paper's NSD
 SUMMARY_JSON = "evaluation_summary.json"
-OUTPUT_NAMES = {"markdown": "comparison.md", "csv": "comparison.csv", "plot": "comparison.png"}
+OUTPUT_NAMES = {
+    "markdown": "comparison.md",
+    "csv": "comparison.csv",
+    "plot": "comparison.png",
+    "recipes": "training_recipes.json",
+}
 
 
 @dataclass
@@ -34,6 +40,7 @@ class ComparisonJob:
     fold: int = 0
     configuration: str | None = None  # None: each method's default configuration
     weights: dict[str, str] = field(default_factory=dict)  # method -> pretrained backbone file
+    recipe: str = "default"  # or "release" (see meddinov3.nnunet.methods)
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
@@ -50,7 +57,9 @@ class ComparisonOutputs:
     markdown: Path
     csv: Path
     plot: Path
+    recipes: Path
     scores: list[MethodScores]
+    trained_recipes: list[TrainedRecipe]
 
 
 def validation_cases(dataset_name: str, fold: int) -> list[str]:
@@ -96,9 +105,10 @@ def link_references(dataset_name: str, cases: Sequence[str], file_ending: str, t
 
 class ComparisonRunner:
     def __init__(self, job: ComparisonJob, report: Callable[[str], None] = print):
-        from meddinov3.nnunet.methods import get_method
+        from meddinov3.nnunet.methods import check_recipe_switch, get_method
         from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, dataset_folder_name, require_folders
 
+        check_recipe_switch(job.recipe)
         if not job.methods:
             raise ComparisonError("name at least one method to compare")
         unknown_weights = sorted(set(job.weights) - set(job.methods))
@@ -130,6 +140,8 @@ class ComparisonRunner:
 
         folder = self.fold_folder(method)
         finished = (folder / "checkpoint_final.pth").is_file()
+        if finished:
+            self._check_recipe(method, folder)
         predicted = finished and self._validation_complete(folder)
         if predicted:
             self.report(f"{method.name}: reusing the finished run in {folder}")
@@ -148,6 +160,7 @@ class ComparisonRunner:
                 configuration=self.configuration(method),
                 fold=self.job.fold,
                 weights=self.job.weights.get(method.name),
+                recipe=self.job.recipe,
                 epochs=self.job.epochs,
                 iterations_per_epoch=self.job.iterations_per_epoch,
                 val_iterations_per_epoch=self.job.val_iterations_per_epoch,
@@ -159,6 +172,17 @@ class ComparisonRunner:
             )
         )
         return folder
+
+    def _check_recipe(self, method, folder: Path) -> None:
+        """A finished run is reused only if it trained with the recipe asked for."""
+        if method.release_recipe is None:
+            return
+        found = trained_recipe(method.name, folder).recipe
+        if found != self.job.recipe:
+            raise ComparisonError(
+                f"{method.name}: the finished run in {folder} trained with --recipe {found}, not {self.job.recipe}; "
+                "compare it with that recipe, or move it away (or use another nnUNet_results) to train again"
+            )
 
     def _validation_complete(self, folder: Path) -> bool:
         try:
@@ -200,16 +224,21 @@ class ComparisonRunner:
         cases = validation_cases(self.dataset_name, self.job.fold)
         references = link_references(self.dataset_name, cases, self.file_ending, self.output / "references")
         scores = [self.evaluate(method, folders[method.name], references) for method in self.methods]
-        return self.write(scores)
+        recipes = [trained_recipe(method.name, folders[method.name]) for method in self.methods]
+        return self.write(scores, recipes)
 
-    def write(self, scores: list[MethodScores]) -> ComparisonOutputs:
+    def write(self, scores: list[MethodScores], recipes: list[TrainedRecipe]) -> ComparisonOutputs:
         paper = paper_table()
         context = ComparisonContext(self.dataset_name, self.job.fold, paper.dataset_for(self.dataset_name))
         paths = {key: self.output / name for key, name in OUTPUT_NAMES.items()}
-        atomic_write_text(paths["markdown"], markdown_table(context, scores, paper))
+        markdown = markdown_table(context, scores, paper) + "\n" + "\n".join(recipes_markdown(recipes, paper.display_name))
+        atomic_write_text(paths["markdown"], markdown + "\n")
         atomic_write_text(paths["csv"], csv_table(context, scores, paper))
+        atomic_write_text(paths["recipes"], json.dumps([r.to_dict() for r in recipes], indent=2) + "\n")
         write_comparison_plot(context, scores, paper, paths["plot"])
-        return ComparisonOutputs(self.output, paths["markdown"], paths["csv"], paths["plot"], scores)
+        return ComparisonOutputs(
+            self.output, paths["markdown"], paths["csv"], paths["plot"], paths["recipes"], scores, recipes
+        )
 
 
 def run_comparison(job: ComparisonJob, report: Callable[[str], None] = print) -> ComparisonOutputs:

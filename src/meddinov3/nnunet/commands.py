@@ -139,6 +139,11 @@ def train(
     interaction_layers: Optional[str] = typer.Option(
         None, help="Blocks fed to the multi-scale decoder, e.g. 2,5,8,11 (default: quarter ends)."
     ),
+    recipe: str = typer.Option(
+        "default", help="default: train the method as intended; release: also reproduce the release's slips "
+        "(dinov3/dinov3-single/scratch: ViT without storage tokens, eps 1e-6, bf16 RoPE, non-strict loading; "
+        "dino-unet: re-randomised frozen patch embedding, RoPE rescale on). See the README's method table.",
+    ),
     epochs: Optional[int] = typer.Option(None, min=1, help="Number of epochs (nnU-Net default 1000)."),
     iterations_per_epoch: Optional[int] = typer.Option(
         None, min=1, help="Training iterations per epoch (default 250)."
@@ -184,6 +189,7 @@ def train(
             backbone=backbone,
             backbone_overrides=_parse_overrides(backbone_set),
             interaction_layers=_parse_layers(interaction_layers),
+            recipe=recipe,
             epochs=epochs,
             iterations_per_epoch=iterations_per_epoch,
             val_iterations_per_epoch=val_iterations_per_epoch,

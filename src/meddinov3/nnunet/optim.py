@@ -1,4 +1,4 @@
-"""The fine-tuning optimiser: AdamW with encoder and decoder groups, each decaying polynomially.
+"""A method's optimiser from its recipe, and the per-group polynomial schedule every method uses.
 
 nnU-Net's PolyLRScheduler writes one rate into every group; the MedDINOv3 recipe needs the
 encoder and decoder groups to decay from different base rates.
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from meddinov3.nnunet.methods import RECIPE
+from meddinov3.nnunet.methods import Recipe
 
 
 def encoder_decoder_groups(network: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -21,24 +21,34 @@ def encoder_decoder_groups(network: nn.Module) -> tuple[list[nn.Parameter], list
     return encoder, decoder
 
 
-def build_optimizer(
-    network: nn.Module,
-    encoder_lr: float,
-    decoder_lr: float = RECIPE.decoder_lr,
-    weight_decay: float = RECIPE.weight_decay,
-    fused: bool = False,
-) -> torch.optim.AdamW:
+def parameter_groups(network: nn.Module, lr: float, encoder_lr: float | None) -> list[dict]:
+    """One group of every trainable parameter, or (with `encoder_lr`) decoder and encoder groups."""
+    if encoder_lr is None:
+        return [{"params": [p for p in network.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
     encoder, decoder = encoder_decoder_groups(network)
     # Decoder first: nnU-Net logs the first group's rate.
-    return torch.optim.AdamW(
-        [
-            {"params": decoder, "lr": decoder_lr, "name": "decoder"},
-            {"params": encoder, "lr": encoder_lr, "name": "encoder"},
-        ],
-        betas=RECIPE.betas,
-        weight_decay=weight_decay,
-        fused=fused,
+    return [{"params": decoder, "lr": lr, "name": "decoder"}, {"params": encoder, "lr": encoder_lr, "name": "encoder"}]
+
+
+def build_optimizer(
+    network: nn.Module,
+    recipe: Recipe,
+    lr: float | None = None,
+    encoder_lr: float | None = None,
+    weight_decay: float | None = None,
+    fused: bool = False,
+) -> Optimizer:
+    """The recipe's optimiser over the trainable parameters; rates and decay default to the recipe's.
+    `fused`: AdamW's fused CUDA kernel (SGD keeps its default implementation)."""
+    groups = parameter_groups(
+        network, recipe.lr if lr is None else lr, recipe.encoder_lr if encoder_lr is None else encoder_lr
     )
+    decay = recipe.weight_decay if weight_decay is None else weight_decay
+    if recipe.optimizer == "AdamW":
+        return torch.optim.AdamW(groups, betas=recipe.betas, weight_decay=decay, fused=fused)
+    if recipe.optimizer == "SGD":
+        return torch.optim.SGD(groups, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} in the recipe")
 
 
 class PolyLRPerGroup:

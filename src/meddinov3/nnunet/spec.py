@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from meddinov3.backbone import BackboneConfig
-from meddinov3.nnunet.methods import RECIPE, Method, get_method
+from meddinov3.nnunet.methods import Method, Recipe, check_recipe_switch, get_method
 
 PLANS_KEY = "meddinov3"
 # For `nnUNetv2_train -tr MedDINOv3Trainer`, where no command line of ours is involved.
 WEIGHTS_ENV = "MEDDINOV3_WEIGHTS"
+RECIPE_ENV = "MEDDINOV3_RECIPE"
 
 
 class NetworkSpecError(ValueError):
@@ -41,9 +42,14 @@ class NetworkSpec:
     interaction_layers: list[int]
     # Where the encoder came from, for the record; rebuilding never reads it.
     pretrained_weights: str | None = None
+    # "default" or "release" (`--recipe`): which of the method's recipes trains it.
+    recipe: str = "default"
 
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig.from_dict(self.backbone)
+
+    def training_recipe(self) -> Recipe:
+        return get_method(self.method).recipe_for(self.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +62,7 @@ class NetworkSpec:
             raise NetworkSpecError(f"unknown keys in the stored network spec: {unknown}")
         spec = cls(**dict(values))
         get_method(spec.method)
+        check_recipe_switch(spec.recipe)
         spec.backbone_config()
         return spec
 
@@ -66,13 +73,15 @@ def build_spec(
     backbone: str | None = None,
     backbone_overrides: Mapping[str, Any] | None = None,
     interaction_layers: list[int] | None = None,
+    recipe: str = "default",
 ) -> NetworkSpec:
     """The spec for a new training run.
 
     Architecture: the weights' own (inferred from the checkpoint) when weights are given and no
     backbone is named; otherwise the named preset (default: the method's) with overrides. In the
     second case the weights must fit that architecture exactly (checked when they are loaded).
-    Fine-tuning always uses the recipe's drop-path rate unless overridden.
+    The method's recipe sets the fine-tuning fields (drop path, no RoPE augmentation; with
+    `recipe="release"` also the release's ViT defaults) unless `backbone_overrides` say otherwise.
     """
     from meddinov3.backbone import load_backbone, preset_config
     from meddinov3.backbone.hub import resolve_weights
@@ -84,7 +93,7 @@ def build_spec(
             f"method {method.name!r} fine-tunes pretrained weights: pass --weights PATH or a Hub name such as "
             f"meddinov3-ct3m (or set {WEIGHTS_ENV} for nnUNetv2_train)"
         )
-    overrides = {"drop_path_rate": RECIPE.drop_path_rate, **(backbone_overrides or {})}
+    overrides = {**method.recipe_for(recipe).backbone, **(backbone_overrides or {})}
     if weights is not None:
         # A Hub name becomes its file in the cache once, here: the spec records a local path, so
         # resuming, validation and every DDP rank read the same file without asking the Hub again.
@@ -100,6 +109,7 @@ def build_spec(
         multiscale=method.multiscale,
         interaction_layers=layers if method.multiscale else [config.depth - 1],
         pretrained_weights=str(os.path.abspath(weights)) if weights is not None else None,
+        recipe=recipe,
     )
 
 

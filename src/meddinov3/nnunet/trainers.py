@@ -1,9 +1,11 @@
 """nnU-Net v2 trainers for the MedDINOv3 methods: thin subclasses of nnU-Net's own trainer.
 
 Everything not listed here (data loading, augmentation, Dice + CE loss, foreground
-oversampling, mixed precision, checkpoints, validation, DDP) is nnU-Net's. What differs:
+oversampling, mixed precision, gradient clipping, checkpoints, validation, DDP) is nnU-Net's.
+What differs, all read from the method's `Recipe` (`methods.py`):
 - the network: a DINOv3 ViT with a (multi-scale) Primus decoder, built from the network spec
-  stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly;
+  stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly (the
+  release recipe of the DINOv3 arms: non-strictly, as the release does);
 - the optimiser: AdamW, betas (0.9, 0.98), weight decay 5e-2, separate encoder and decoder
   learning rates, each decaying linearly to zero over the epochs;
 - no deep supervision.
@@ -23,11 +25,12 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from meddinov3.nnunet.methods import RECIPE, get_method, method_of_trainer
-from meddinov3.nnunet.network import build_network, load_pretrained_encoder, unwrap
+from meddinov3.nnunet.methods import Recipe, get_method, method_of_trainer
+from meddinov3.nnunet.network import build_network, freeze_parts, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
 from meddinov3.nnunet.optim import PolyLRPerGroup, build_optimizer
 from meddinov3.nnunet.spec import (
+    RECIPE_ENV,
     WEIGHTS_ENV,
     NetworkSpec,
     NetworkSpecError,
@@ -39,8 +42,8 @@ from meddinov3.nnunet.spec import (
 )
 
 
-class ViTSegmentationTrainer(nnUNetTrainer):
-    """Shared by the MedDINOv3 methods; subclasses only name their method."""
+class RecipeTrainer(nnUNetTrainer):
+    """A trainer whose optimiser, schedule, sampling and supervision come from its method's `Recipe`."""
 
     method_name: ClassVar[str]
 
@@ -52,25 +55,57 @@ class ViTSegmentationTrainer(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ):
-        # The spec must be in the plans before nnU-Net copies them: it is what gets saved with
-        # the model and what the static network builder sees.
-        spec = self._spec_for(plans, configuration)
+        recipe = self.recipe_for_plans(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        method = get_method(self.method_name)
-        self.network_spec = spec
-        self.initial_lr = RECIPE.decoder_lr
-        self.encoder_lr = method.encoder_lr
-        self.weight_decay = RECIPE.weight_decay
-        self.oversample_foreground_percent = RECIPE.oversample_foreground
-        self.enable_deep_supervision = RECIPE.deep_supervision
-        # Off when a checkpoint is about to overwrite every weight anyway (resuming).
-        self.load_pretrained_weights = True
+        self.recipe = recipe
+        # nnU-Net's knobs, which configure_optimizers reads (a caller may change them before initialize).
+        self.initial_lr = recipe.lr
+        self.encoder_lr = recipe.encoder_lr
+        self.weight_decay = recipe.weight_decay
+        self.oversample_foreground_percent = recipe.oversample_foreground
+        self.enable_deep_supervision = recipe.deep_supervision
+
+    @classmethod
+    def recipe_for_plans(cls, plans: dict, configuration: str) -> Recipe:
+        """The method's recipe (called before nnU-Net copies the plans, so it may add to them)."""
+        return get_method(cls.method_name).recipe
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRPerGroup]:
+        optimizer = build_optimizer(
+            unwrap(self.network), self.recipe, self.initial_lr, self.encoder_lr, self.weight_decay,
+            fused=self.device.type == "cuda",
+        )
+        return optimizer, PolyLRPerGroup(optimizer, self.num_epochs, self.recipe.poly_exponent)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """Single-output networks; nothing to switch."""
+
+
+class ViTSegmentationTrainer(RecipeTrainer):
+    """Shared by the MedDINOv3 methods; subclasses only name their method."""
+
+    # Off when a checkpoint is about to overwrite every weight anyway (resuming).
+    load_pretrained_weights = True
+
+    @classmethod
+    def recipe_for_plans(cls, plans: dict, configuration: str) -> Recipe:
+        # The spec must be in the plans before nnU-Net copies them: it is what gets saved with
+        # the model and what the static network builder sees. It names the recipe switch.
+        return cls._spec_for(plans, configuration).training_recipe()
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        return spec_in_plans(self.plans_manager.plans, self.configuration_name)
 
     @classmethod
     def _spec_for(cls, plans: dict, configuration: str) -> NetworkSpec:
         spec = spec_in_plans(plans, configuration)
         if spec is None:
-            spec = build_spec(get_method(cls.method_name), weights=os.environ.get(WEIGHTS_ENV) or None)
+            spec = build_spec(
+                get_method(cls.method_name),
+                weights=os.environ.get(WEIGHTS_ENV) or None,
+                recipe=os.environ.get(RECIPE_ENV) or "default",
+            )
             attach_spec(plans, configuration, spec)
         elif spec.method != cls.method_name:
             raise NetworkSpecError(
@@ -89,22 +124,32 @@ class ViTSegmentationTrainer(nnUNetTrainer):
         enable_deep_supervision: bool = True,
     ) -> nn.Module:
         spec = recorded_spec(configuration_manager.configuration, configuration_manager.patch_size)
-        return build_network(spec, num_input_channels, num_output_channels)
+        network = build_network(spec, num_input_channels, num_output_channels)
+        freeze_parts(network, spec.training_recipe().frozen)
+        return network
 
     def initialize(self) -> None:
         super().initialize()
+        self.print_to_log_file(f"Recipe {self.network_spec.recipe!r} of {self.method_name}: {self.recipe}")
         if self.load_pretrained_weights and self.network_spec.pretrained_weights:
-            load_pretrained_encoder(self.network, self.network_spec, self.num_input_channels)
-            self.print_to_log_file(f"Loaded pretrained encoder weights from {self.network_spec.pretrained_weights}")
+            self.load_pretrained_encoder(unwrap(self.network))
 
-    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRPerGroup]:
-        optimizer = build_optimizer(
-            unwrap(self.network), self.encoder_lr, self.initial_lr, self.weight_decay, fused=self.device.type == "cuda"
+    @property
+    def encoder_input_channels(self) -> int | None:
+        """Input channels the pretrained patch embedding is adapted to (None: kept as it is)."""
+        return self.num_input_channels
+
+    def load_pretrained_encoder(self, network: nn.Module) -> None:
+        source = self.network_spec.pretrained_weights
+        dropped = load_pretrained_encoder(
+            network.dino_encoder, self.network_spec, self.encoder_input_channels, strict=self.recipe.strict_loading
         )
-        return optimizer, PolyLRPerGroup(optimizer, self.num_epochs, RECIPE.poly_exponent)
-
-    def set_deep_supervision_enabled(self, enabled: bool) -> None:
-        """The Primus decoder has a single output; nothing to switch."""
+        self.print_to_log_file(f"Loaded pretrained encoder weights from {source}")
+        if dropped:
+            self.print_to_log_file(
+                f"Loaded non-strictly, as the release does: dropped {len(dropped)} tensors of {source} that its "
+                f"network lacks: {', '.join(dropped)}"
+            )
 
 
 class MedDINOv3Trainer(ViTSegmentationTrainer):

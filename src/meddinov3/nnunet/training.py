@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from meddinov3.nnunet.methods import Method, get_method
+from meddinov3.nnunet.methods import Method, check_recipe_switch, get_method
 from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, NnUNetSetupError, dataset_folder_name, require_folders
 from meddinov3.nnunet.plans import DEFAULT_PLANS, load_plans, resolved_configuration
 from meddinov3.nnunet.spec import NetworkSpec, attach_spec, build_spec, check_patch_size, spec_in_plans
@@ -33,6 +33,7 @@ class TrainingJob:
     backbone: str | None = None
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
     interaction_layers: list[int] | None = None
+    recipe: str = "default"  # "release": also the release's slips (see meddinov3.nnunet.methods)
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
@@ -78,13 +79,14 @@ def _network_spec(job: TrainingJob, method: Method, configuration: str, folder: 
         stored = spec_in_plans(json.loads(stored_plans.read_text(encoding="utf-8")), configuration)
         if stored is not None:
             return stored
-    return build_spec(method, job.weights, job.backbone, job.backbone_overrides, job.interaction_layers)
+    return build_spec(method, job.weights, job.backbone, job.backbone_overrides, job.interaction_layers, job.recipe)
 
 
 def prepare(job: TrainingJob) -> PreparedRun:
     """Load plans and dataset.json, pick the configuration, and attach the network spec."""
     require_folders(PREPROCESSED, RESULTS)
     method = get_method(job.method)
+    check_recipe_switch(job.recipe)
     name = dataset_folder_name(job.dataset)
     plans = load_plans(name, job.plans_identifier)
     configuration = job.configuration or method.default_configuration

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import Tensor, nn
+
+# The release's decoder initialisation (V/models/primus.py:98, 135): kaiming-normal weights with
+# LeakyReLU slope 1e-2 on every Conv2d/ConvTranspose2d, zero biases. PyTorch takes fan_in of a
+# ConvTranspose2d weight (in, out, k, k) as out * k * k.
+HE_INIT = InitWeights_He(1e-2)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -26,7 +32,9 @@ class ChannelLayerNorm(nn.Module):
 
 class PrimusDecoder(nn.Module):
     """log2(patch) stages of ConvTranspose2d(k2, s2) -> channel LayerNorm -> GELU, each halving the
-    channels, then a 1x1 convolution to the classes. Layout `decode.{i}.{0,1}`, `decode.{n}`."""
+    channels, then a 1x1 convolution to the classes. Layout `decode.{i}.{0,1}`, `decode.{n}`.
+    Initialised as the release does (`HE_INIT`); PyTorch's defaults would give weights 2.45x
+    smaller in std and random biases."""
 
     def __init__(self, in_channels: int, num_classes: int, patch_size: int = 16):
         super().__init__()
@@ -46,6 +54,7 @@ class PrimusDecoder(nn.Module):
             )
             channels //= 2
         self.decode = nn.Sequential(*stages, nn.Conv2d(channels, num_classes, kernel_size=1))
+        self.apply(HE_INIT)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(x)
