@@ -119,6 +119,12 @@ def plan_and_preprocess(
     2d one's (as in the paper), lowered to fit `gpu_memory_gib` when that is given.
     Returns the plans file.
     """
+    if batch_size is not None and gpu_memory_gib is not None:
+        raise ValueError("give either a batch size or the GPU memory to fit, not both")
+    raw = require_folders(RAW, PREPROCESSED)[RAW]
+    for size in sizes:
+        if size <= 0 or size % VIT_PATCH:
+            raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -126,16 +132,14 @@ def plan_and_preprocess(
     )
     from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
-    if batch_size is not None and gpu_memory_gib is not None:
-        raise ValueError("give either a batch size or the GPU memory to fit, not both")
-    require_folders(RAW, PREPROCESSED)
-    for size in sizes:
-        if size <= 0 or size % VIT_PATCH:
-            raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
+    from meddinov3.nnunet.integrity import verify_raw_dataset
+
     name = dataset_folder_name(dataset)
     dataset_id = convert_dataset_name_to_id(name)
-
-    extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=verify_dataset,
+    if verify_dataset:
+        verify_raw_dataset(raw / name, num_processes)
+    # Checked above, every file whole and finite; nnU-Net's own check would read them all again.
+    extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=False,
                          clean=not reuse_fingerprint)
     plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
 
@@ -143,7 +147,7 @@ def plan_and_preprocess(
     path = plans_path(name, plans_identifier)
     if gpu_memory_gib is not None:
         base_batch = resolved_configuration(plans, "2d")["batch_size"]
-        dataset_json = json.loads((require_folders(RAW)[RAW] / name / "dataset.json").read_text(encoding="utf-8"))
+        dataset_json = json.loads((raw / name / "dataset.json").read_text(encoding="utf-8"))
     for size in sizes:
         batch = batch_size
         if gpu_memory_gib is not None:
