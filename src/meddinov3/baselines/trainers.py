@@ -6,7 +6,8 @@
   schedule (SGD, Nesterov momentum 0.99, lr 1e-2, weight decay 3e-5, poly 0.9) on the trainable
   parts. The network spec (backbone architecture, interaction blocks) is stored in the plans and
   the pretrained encoder loaded strictly, exactly as for the MedDINOv3 trainers.
-Neither network follows nnU-Net's plans' scales, so both train without deep supervision.
+Neither network follows nnU-Net's plans' scales, so both train without deep supervision. Both
+write their checkpoint files atomically (`AtomicCheckpoints`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from meddinov3.baselines.dino_unet import build_dino_unet
 from meddinov3.baselines.segformer import PAPER_VARIANT, build_segformer
 from meddinov3.backbone import build_backbone
+from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.network import unwrap
 from meddinov3.nnunet.spec import recorded_spec
 from meddinov3.nnunet.trainers import ViTSegmentationTrainer
@@ -44,7 +46,7 @@ def trainable(network: nn.Module) -> list[nn.Parameter]:
     return [p for p in unwrap(network).parameters() if p.requires_grad]
 
 
-class SegFormerTrainer(nnUNetTrainer):
+class SegFormerTrainer(AtomicCheckpoints, nnUNetTrainer):
     def __init__(
         self,
         plans: dict,

@@ -23,6 +23,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.methods import RECIPE, get_method, method_of_trainer
 from meddinov3.nnunet.network import build_network, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
@@ -39,7 +40,7 @@ from meddinov3.nnunet.spec import (
 )
 
 
-class ViTSegmentationTrainer(nnUNetTrainer):
+class ViTSegmentationTrainer(AtomicCheckpoints, nnUNetTrainer):
     """Shared by the MedDINOv3 methods; subclasses only name their method."""
 
     method_name: ClassVar[str]
@@ -123,9 +124,17 @@ class ViTScratchTrainer(ViTSegmentationTrainer):
     method_name = "scratch"
 
 
+class AtomicNnUNetTrainer(AtomicCheckpoints, nnUNetTrainer):
+    """nnU-Net's own trainer (the `nnunet` method), with atomic checkpoint files."""
+
+
+# Under nnU-Net's class name: the results folder and the trainer name in its checkpoints are the
+# ones nnU-Net's own tools expect.
+AtomicNnUNetTrainer.__name__ = nnUNetTrainer.__name__
+
 TRAINERS: dict[str, type[nnUNetTrainer]] = {
     cls.__name__: cls
-    for cls in (nnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
+    for cls in (AtomicNnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
 }
 
 
