@@ -36,12 +36,15 @@ def evaluate(
     """
     from rich.console import Console
 
-    from meddinov3.evaluation.errors import EvaluationError
+    from meddinov3.evaluation.pairing import check_folders
+
+    errors = Console(stderr=True)
+    with errors_as_one_line(console=errors):
+        check_folders(pred, ref, tolerance)
     from meddinov3.evaluation.folder import evaluate_folder
     from meddinov3.evaluation.report import print_table
 
-    errors = Console(stderr=True)
-    with errors_as_one_line(EvaluationError, console=errors), _progress_bar(errors) as progress:
+    with errors_as_one_line(console=errors), _progress_bar(errors) as progress:
         report = evaluate_folder(pred, ref, dataset_json, tolerance, workers, output, progress)
     if report.unmatched_predictions:
         errors.print(

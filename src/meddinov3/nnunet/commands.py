@@ -18,16 +18,9 @@ _METHODS_HELP = " | ".join(METHODS)
 
 
 def _clear_errors():
-    """The failure kinds of the nnU-Net jobs, reported as one line (see `errors_as_one_line`)."""
-    from meddinov3.backbone import CheckpointError
-    from meddinov3.nnunet.network import PretrainedWeightsError
-    from meddinov3.nnunet.paths import NnUNetSetupError
-    from meddinov3.nnunet.prediction import PredictionInputError
-    from meddinov3.nnunet.spec import NetworkSpecError
-
-    return errors_as_one_line(
-        NnUNetSetupError, NetworkSpecError, PretrainedWeightsError, PredictionInputError, CheckpointError, ValueError
-    )
+    """The failure kinds of the nnU-Net jobs, reported as one line (see `errors_as_one_line`):
+    InputError (bad paths, files, checkpoints, nnU-Net set-up) and invalid values."""
+    return errors_as_one_line(ValueError)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -62,7 +55,9 @@ def plan(
         None, min=1.0, help="GPU memory in GiB: lower the 2d_<size> batch size until training ViT-B/16 fits it."
     ),
     num_processes: int = typer.Option(4, "--num-processes", "-j", min=1, help="Worker processes."),
-    verify: bool = typer.Option(True, help="Check the raw dataset's integrity first (nnU-Net's checker)."),
+    verify: bool = typer.Option(
+        True, help="Check the raw dataset first: every case's files whole and finite, on its label's grid, known labels."
+    ),
     reuse_fingerprint: bool = typer.Option(True, help="Keep an existing dataset fingerprint (off: recompute it)."),
 ) -> None:
     """nnU-Net fingerprint + plans + a `2d_<size>` configuration, preprocessed for training.

@@ -7,6 +7,7 @@ from dataclasses import fields
 from torch import nn
 
 from meddinov3.backbone import BackboneConfig, build_backbone, load_backbone
+from meddinov3.errors import InputError
 from meddinov3.nnunet.spec import NetworkSpec
 from meddinov3.segmentation import adapt_input_channels, build_segmenter
 
@@ -14,7 +15,7 @@ from meddinov3.segmentation import adapt_input_channels, build_segmenter
 _TRAINING_ONLY_FIELDS = ("drop_path_rate",)
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(InputError, ValueError):
     """Pretrained weights that do not fit the network exactly; the message names the file."""
 
 

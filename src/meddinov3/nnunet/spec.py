@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from meddinov3.backbone import BackboneConfig
+from meddinov3.errors import InputError
 from meddinov3.nnunet.methods import RECIPE, Method, get_method
 
 PLANS_KEY = "meddinov3"
@@ -22,7 +23,7 @@ PLANS_KEY = "meddinov3"
 WEIGHTS_ENV = "MEDDINOV3_WEIGHTS"
 
 
-class NetworkSpecError(ValueError):
+class NetworkSpecError(InputError, ValueError):
     """A network spec that is missing, inconsistent, or does not fit the plans."""
 
 
