@@ -28,7 +28,7 @@ spin_briefly()
 
 import typer
 
-from meddinov3.cli_errors import one_line_errors
+from meddinov3.cli_errors import one_line_errors, print_error
 from meddinov3.viz.commands import features
 from meddinov3.curate.commands import curate
 from meddinov3.synth.commands import synth
@@ -70,9 +70,26 @@ def tolerate_narrow_terminals() -> None:
             stream.reconfigure(errors="replace")
 
 
+# Click's UsageError (bad types, ranges, missing or unknown options), wherever this typer keeps
+# click (its own copy since typer 0.2x).
+USAGE_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+
+
 def main() -> None:
     tolerate_narrow_terminals()
-    app()
+    if len(sys.argv) < 2:
+        app()  # typer's help screen
+    try:
+        code = app(standalone_mode=False)
+    except USAGE_ERROR as error:
+        # A value typer itself refused (a type, a range, a missing or unknown option): one line too.
+        command = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+        print_error(f"{error.format_message()}{command}")
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

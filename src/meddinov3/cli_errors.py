@@ -16,21 +16,26 @@ if TYPE_CHECKING:
 Command = TypeVar("Command", bound=Callable)
 
 
+def print_error(message: str, console: Console | None = None) -> None:
+    """`error: <message>` on `console` (default: stderr), as one line however long the path
+    (soft_wrap: never broken at the terminal's width) and whatever line breaks a library put in
+    the message. The message is escaped: a path or list in brackets is shown as written, not read
+    as rich markup."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def errors_as_one_line(*known: type[BaseException], console: Console | None = None) -> Iterator[None]:
-    """Inside, `InputError` and the `known` failure kinds print `error: <message>` to `console`
-    (default: stderr) as one line and exit with code 1 instead of a traceback. The message is
-    escaped: a path or list in brackets is shown as written, not read as rich markup."""
+    """Inside, `InputError` and the `known` failure kinds print `error: <message>` (see
+    `print_error`) and exit with code 1 instead of a traceback."""
     try:
         yield
     except (InputError, *known) as error:
-        from rich.console import Console
-        from rich.markup import escape
-
-        # One line however long the path (soft_wrap: never broken at the terminal's width) and
-        # whatever line breaks a library put in its message.
-        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-        (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+        print_error(str(error), console)
         raise typer.Exit(code=1) from error
 
 

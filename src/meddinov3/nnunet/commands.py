@@ -45,6 +45,14 @@ def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
         raise typer.BadParameter(f"expected comma-separated block indices, got {text!r}") from None
 
 
+def _fold_value(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--fold takes a fold number or 'all', got {text!r}")
+
+
 def plan(
     dataset: str = typer.Argument(..., help="Dataset id (e.g. 501) or name (Dataset501_AMOS) under $nnUNet_raw."),
     size: list[int] = typer.Option([896], "--size", help="Side of the high-resolution 2D patch (repeatable)."),
@@ -183,7 +191,7 @@ def predict(
     with _clear_errors():
         from meddinov3.nnunet.prediction import predict as run_prediction
 
-        folds = [f if f == "all" else int(f) for f in fold]
+        folds = [_fold_value(f) for f in fold]
         written = run_prediction(
             input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress
         )
