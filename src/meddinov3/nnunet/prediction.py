@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from meddinov3.errors import InputError
 from meddinov3.images import DicomSeries, find_dicom_series, read_dicom_series, read_image
-from meddinov3.io import writable_folder
+from meddinov3.io import STALE_SUFFIX, mark_stale, writable_folder
 from meddinov3.nnunet.paths import NnUNetSetupError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -221,7 +221,8 @@ def predict(
 
     Paths, the output folder and every input file are checked before torch and nnU-Net load.
     Existing outputs are kept unless `overwrite`, so an interrupted run continues where it
-    stopped. Returns the written label maps.
+    stopped; with `overwrite`, an earlier label map is renamed *.stale until its case is redone.
+    Returns the written label maps.
     """
     from rich.progress import Progress
 
@@ -237,9 +238,12 @@ def predict(
         check_inputs(todo)
         if todo:
             predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
+        # With overwrite, an earlier label map stays only as *.stale until its case is redone.
+        mark_stale(out, [f"{case.name}{ending}" for case in todo])
         progress = stack.enter_context(Progress(disable=not show_progress))
         task = progress.add_task("segmenting", total=len(todo))
         for case in todo:
             _segment_case(predictor, case, out / f"{case.name}{ending}")
+            (out / f"{case.name}{ending}{STALE_SUFFIX}").unlink(missing_ok=True)
             progress.advance(task)
     return [out / f"{case.name}{ending}" for case in cases]
