@@ -172,8 +172,8 @@ def test_unreadable_and_non_ct_inputs_are_skipped_with_reasons(tmp_path):
     assert summary.count("curated") == 1 and summary.count("failed") == 0
     assert set(reasons) == {"mri.nii.gz", "corrupt.nii.gz", "flat2d.nii.gz", "wrong_shape.npy"}
     assert "no value below -100" in reasons["mri.nii.gz"]
-    assert reasons["corrupt.nii.gz"].startswith("cannot read")
-    assert "not a 3D volume" in reasons["flat2d.nii.gz"]
+    assert reasons["corrupt.nii.gz"].startswith("corrupt compressed data")
+    assert "a 2D image" in reasons["flat2d.nii.gz"] and "expected a 3D image" in reasons["flat2d.nii.gz"]
     assert "(256, 256)" in reasons["wrong_shape.npy"]
     listed = [json.loads(line)["source"] for line in (tmp_path / "c/skipped.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(Path(s).name for s in listed) == sorted(reasons)

@@ -222,15 +222,17 @@ def test_label_outside_dataset_json_names_case_and_label(dataset):
 
 def test_unreadable_file_names_the_case(dataset):
     (dataset["ref"] / "case_002.nii.gz").write_bytes(b"this is not a NIfTI file")
-    assert_fails_naming(dataset, ["case_002", "cannot read"])
+    assert_fails_naming(dataset, ["case_002", "not a readable NIfTI file"])
 
 
-def test_failed_run_keeps_previous_outputs_intact(dataset):
+def test_failed_rerun_marks_previous_outputs_stale(dataset):
+    """A failed rerun leaves no report that passes for its own; the earlier ones are kept as *.stale."""
     assert run_cli("--pred", str(dataset["pred"]), "--ref", str(dataset["ref"]), "--workers", "1").exit_code == 0
     before = {name: (dataset["pred"] / name).read_bytes() for name in (PER_CASE_CSV, SUMMARY_JSON)}
     (dataset["pred"] / "case_000.nii.gz").write_bytes(b"broken")
     assert run_cli("--pred", str(dataset["pred"]), "--ref", str(dataset["ref"]), "--workers", "1").exit_code == 1
-    assert {name: (dataset["pred"] / name).read_bytes() for name in before} == before
+    assert not any((dataset["pred"] / name).exists() for name in before)
+    assert {name: (dataset["pred"] / f"{name}.stale").read_bytes() for name in before} == before
     assert not list(dataset["pred"].glob(".*.tmp"))
 
 

@@ -195,9 +195,12 @@ def test_trainer_lookup_and_nnunet_plugin_discovery():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
+    from meddinov3.nnunet.checkpoints import AtomicCheckpoints
     from meddinov3.nnunet.plugin import PLUGIN_DIR
 
-    assert trainer_class("nnUNetTrainer") is nnUNetTrainer
+    # nnU-Net's own trainer, under its own name (results folder, checkpoints), with atomic saves.
+    stock = trainer_class("nnUNetTrainer")
+    assert stock.__bases__ == (AtomicCheckpoints, nnUNetTrainer) and stock.__name__ == "nnUNetTrainer"
     for method in METHODS.values():
         cls = trainer_class(method.trainer)
         assert getattr(cls, "method_name", method.name) == method.name

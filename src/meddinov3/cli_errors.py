@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 import typer
+
+from meddinov3.errors import InputError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+Command = TypeVar("Command", bound=Callable)
+
+
+def print_error(message: str, console: Console | None = None) -> None:
+    """`error: <message>` on `console` (default: stderr), as one line however long the path
+    (soft_wrap: never broken at the terminal's width) and whatever line breaks a library put in
+    the message. The message is escaped: a path or list in brackets is shown as written, not read
+    as rich markup."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+
 
 @contextmanager
 def errors_as_one_line(*known: type[BaseException], console: Console | None = None) -> Iterator[None]:
-    """Inside, the `known` failure kinds print `error: <message>` to `console` (default: stderr) and
-    exit with code 1 instead of a traceback. The message is escaped: a path or list in brackets is
-    shown as written, not read as rich markup."""
+    """Inside, `InputError` and the `known` failure kinds print `error: <message>` (see
+    `print_error`) and exit with code 1 instead of a traceback."""
     try:
         yield
-    except known as error:
-        from rich.console import Console
-        from rich.markup import escape
-
-        # soft_wrap: one line whatever the width (rich would otherwise break it at 80 columns when
-        # stderr is not a terminal, e.g. in logs); the terminal wraps it for reading.
-        (console or Console(stderr=True)).print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    except (InputError, *known) as error:
+        print_error(str(error), console)
         raise typer.Exit(code=1) from error
+
+
+def one_line_errors(command: Command) -> Command:
+    """`command` with every InputError it raises reported as one line (see `errors_as_one_line`)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with errors_as_one_line():
+            return command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]

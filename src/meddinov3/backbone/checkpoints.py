@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,7 @@ from meddinov3.backbone.config import SWIGLU_ALIGN, BackboneConfig
 from meddinov3.backbone.hf import backbone_config_from_hf, from_hf_state_dict, is_hf_state_dict
 from meddinov3.backbone.presets import PRESETS
 from meddinov3.backbone.vit import DinoVisionTransformer
+from meddinov3.errors import InputError
 
 CONFIG_METADATA_KEY = "meddinov3_backbone_config"
 _WRAPPER_KEYS = ("teacher", "student", "model", "state_dict", "network_weights")
@@ -39,7 +41,7 @@ _SAFE_NUMPY_GLOBALS = [np.dtype, _NP_MULTIARRAY.scalar, _NP_MULTIARRAY._reconstr
 ]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint that cannot be read as a backbone; the message names the file and the problem."""
 
 
@@ -62,19 +64,36 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _read_torch(path: Path) -> dict[str, Any]:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: the file is empty")
     try:
-        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+        # torch warns about odd pickle protocols before refusing them; the error below says it all.
+        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"{path}: refused to load: the file contains pickled Python objects{what} that could run "
-            "code when unpickled. Only tensors, containers and numbers are read. Re-save the state "
-            "dict alone (torch.save(model.state_dict(), ...)) or use safetensors."
-        ) from None
+        raise CheckpointError(f"{path}: {_unpickling_problem(path, str(err))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
+
+
+def _unpickling_problem(path: Path, message: str) -> str:
+    """What torch's safe unpickler refused, in words that do not suggest turning it off."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (
+            f"refused to load: the file contains pickled Python objects ({found.group(1)}) that could run "
+            "code when unpickled. Only tensors, containers and numbers are read. Re-save the state "
+            "dict alone (torch.save(model.state_dict(), ...)) or use safetensors."
+        )
+    with open(path, "rb") as stream:
+        head = stream.read(2)
+    if head[:1] == b"\x80" and head[1:] > b"\x02":
+        return (
+            f"refused to load: a plain pickled Python file (protocol {head[1]}), which could run code when "
+            "unpickled; only torch.save checkpoints and safetensors files are read"
+        )
+    return "not a readable PyTorch checkpoint (truncated or corrupt?)"
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from meddinov3.backbone.config import BackboneConfig
 from meddinov3.backbone.rope import rope_periods
+from meddinov3.errors import InputError
 
 HF_MODEL_TYPE = "dinov3_vit"
 _SWIGLU_TO_HF = {"w1": "gate_proj", "w2": "up_proj", "w3": "down_proj"}
@@ -26,7 +27,7 @@ _BLOCK_TO_HF = {
 }
 
 
-class HFConversionError(ValueError):
+class HFConversionError(InputError, ValueError):
     pass
 
 

@@ -8,7 +8,8 @@ Both read their optimiser, schedule and freezing from the method's `Recipe`
   0.99, weight decay 3e-5, poly 0.9. The network spec (backbone architecture, interaction blocks,
   recipe switch) is stored in the plans and the pretrained encoder loaded strictly, as for the
   MedDINOv3 trainers; its release recipe then re-randomises the encoder's patch embedding.
-Neither network follows nnU-Net's plans' scales, so both train without deep supervision.
+Neither network follows nnU-Net's plans' scales, so both train without deep supervision. Both
+write their checkpoint files atomically (`AtomicCheckpoints`, through `RecipeTrainer`).
 """
 
 from __future__ import annotations

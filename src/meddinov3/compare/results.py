@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from meddinov3.errors import InputError
 
-class ComparisonError(ValueError):
+
+class ComparisonError(InputError, ValueError):
     """A comparison that cannot be made; the message names the method, file or setting."""
 
 

@@ -21,7 +21,7 @@ from meddinov3.compare.plot import write_comparison_plot
 from meddinov3.compare.recipes import TrainedRecipe, recipes_markdown, trained_recipe
 from meddinov3.compare.results import ComparisonError, MethodScores, read_scores
 from meddinov3.compare.table import ComparisonContext, csv_table, markdown_table
-from meddinov3.io import atomic_write_text
+from meddinov3.io import atomic_write_text, mark_stale, writable_folder
 
 NSD_TOLERANCE_MM = 1.0  # the paper's NSD
 SUMMARY_JSON = "evaluation_summary.json"
@@ -124,6 +124,7 @@ class ComparisonRunner:
             raise ComparisonError(f"{self.dataset_json_path} not found: run `meddinov3 plan {job.dataset}` first")
         self.file_ending = json.loads(self.dataset_json_path.read_text(encoding="utf-8"))["file_ending"]
         self.output = Path(job.output) if job.output else folders[RESULTS] / self.dataset_name / f"comparison_fold{job.fold}"
+        writable_folder(self.output, "--output")  # before hours of training, not after
 
     def configuration(self, method) -> str:
         return self.job.configuration or method.default_configuration
@@ -220,12 +221,17 @@ class ComparisonRunner:
         )
 
     def run(self) -> ComparisonOutputs:
+        # An earlier table stays only as *.stale until this run has written its own.
+        stale = mark_stale(self.output, OUTPUT_NAMES.values())
         folders = {method.name: self.ensure_trained(method) for method in self.methods}
         cases = validation_cases(self.dataset_name, self.job.fold)
         references = link_references(self.dataset_name, cases, self.file_ending, self.output / "references")
         scores = [self.evaluate(method, folders[method.name], references) for method in self.methods]
         recipes = [trained_recipe(method.name, folders[method.name]) for method in self.methods]
-        return self.write(scores, recipes)
+        outputs = self.write(scores, recipes)
+        for path in stale:
+            path.unlink()
+        return outputs
 
     def write(self, scores: list[MethodScores], recipes: list[TrainedRecipe]) -> ComparisonOutputs:
         paper = paper_table()

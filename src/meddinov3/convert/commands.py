@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from meddinov3.cli_errors import errors_as_one_line
+from meddinov3.io import writable_folder
 
 
 def convert(
@@ -39,6 +40,7 @@ def convert(
     errors = Console(stderr=True)
     raw_root = output if output is not None else _raw_root_from_environment()
     with errors_as_one_line(ConversionError, console=errors):
+        writable_folder(raw_root, "--output" if output is not None else "$nnUNet_raw")
         plan = release_plan(release, raw_dir, **_release_options(release, modality, test))
         columns = (TextColumn("converting cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=errors, transient=True) as progress:

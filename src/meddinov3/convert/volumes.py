@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from meddinov3.convert.errors import ConversionError
+from meddinov3.images import check_image_file, itk_message, read_image
 from meddinov3.io import atomic_write
 
 NIFTI_ENDING = ".nii.gz"
@@ -24,7 +25,8 @@ _GEOMETRY_TOLERANCE = 1e-3
 
 
 def copy_image(source: Path, target: Path) -> None:
-    """`source` (.nii.gz or .nii) as a .nii.gz at `target`, atomically."""
+    """`source` (.nii.gz or .nii), checked whole and finite, as a .nii.gz at `target`, atomically."""
+    check_image_file(source)
     name = source.name.lower()
     if name.endswith(".nii.gz"):
         atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
@@ -49,7 +51,7 @@ def read_header(path: Path):
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise ConversionError(f"{path}: cannot read the image header ({_first_line(error)})") from error
+        raise ConversionError(f"{path}: cannot read the image header ({itk_message(error)})") from error
     return reader
 
 
@@ -68,10 +70,7 @@ def copy_label(source: Path, target: Path, allowed: frozenset[int]) -> None:
     """Check the label values of `source` and write it to `target` (.nii.gz), atomically."""
     import SimpleITK as sitk
 
-    try:
-        label = sitk.ReadImage(str(source))
-    except RuntimeError as error:
-        raise ConversionError(f"{source}: cannot read the label image ({_first_line(error)})") from error
+    label = read_image(source)
     values = sitk.GetArrayViewFromImage(label)
     is_integer = np.issubdtype(values.dtype, np.integer)
     if not is_integer and not np.array_equal(values, np.round(values)):
@@ -110,8 +109,3 @@ def _present_values(values: np.ndarray) -> set[int]:
     if low < 0:
         return {int(v) for v in np.unique(flat)}
     return {int(v) for v in np.flatnonzero(np.bincount(flat.astype(np.int64)))}
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

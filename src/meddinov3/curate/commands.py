@@ -27,15 +27,16 @@ def curate(
     """Resample every axial slice to 0.45 mm in-plane, resize to 256 x 256, store int16 HU shards."""
     from meddinov3.curate.config import CurateConfig
     from meddinov3.curate.progress import run_with_progress
-    from meddinov3.curate.shards import CorpusError
+    from meddinov3.errors import InputError
+    from meddinov3.io import writable_folder
 
     if spacing <= 0:
-        raise typer.BadParameter(f"--spacing must be positive, got {spacing}")
+        raise InputError(f"--spacing must be positive, got {spacing}")
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise InputError(f"curate input does not exist: {', '.join(missing)}")
+    writable_folder(out, "--out")
     config = CurateConfig(spacing_mm=spacing, size=size, check_ct=check_ct)
-    try:
-        summary = run_with_progress([str(p) for p in inputs], str(out), config, workers,
-                                    retry_skipped)
-    except (FileNotFoundError, CorpusError) as error:
-        raise typer.BadParameter(str(error)) from error
+    summary = run_with_progress([str(p) for p in inputs], str(out), config, workers, retry_skipped)
     if summary.count("failed"):
         raise typer.Exit(code=1)

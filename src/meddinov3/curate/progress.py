@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,7 +32,7 @@ def summary_table(summary: CurationSummary, out: str) -> Table:
 def print_problems(console: Console, summary: CurationSummary, out: str) -> None:
     problems = summary.problems()
     for outcome in problems[:SHOWN_PROBLEMS]:
-        console.print(f"[yellow]{outcome.status}[/] {outcome.source}: {outcome.reason}")
+        console.print(f"[yellow]{outcome.status}[/] {escape(outcome.source)}: {escape(outcome.reason)}", soft_wrap=True)
     if len(problems) > SHOWN_PROBLEMS:
         console.print(f"... {len(problems) - SHOWN_PROBLEMS} more")
     if problems:

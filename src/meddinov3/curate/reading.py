@@ -10,6 +10,7 @@ permutes and flips axes; no voxel is interpolated, so every stored slice is an o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -35,53 +36,23 @@ class Volume:
     owner: object = None
 
 
-def itk_message(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # ITK messages begin with file/line noise; the last non-empty line names the problem.
-    return lines[-1] if lines else type(error).__name__
-
-
 def read_sitk_image(source: Source):
-    import SimpleITK as sitk
+    """The source's image, whole and finite, and the DICOM tags curation looks at."""
+    from meddinov3.images import DicomSeries, ImageFileError, read_dicom_series, read_image
 
     try:
         if source.kind == "dicom":
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(list(source.files))
-            reader.MetaDataDictionaryArrayUpdateOn()
-            image = reader.Execute()
-            tags = {
-                tag: reader.GetMetaData(0, tag).strip() if reader.HasMetaDataKey(0, tag) else ""
-                for tag in (MODALITY_TAG, IMAGE_TYPE_TAG)
-            }
-            return image, tags
-        return sitk.ReadImage(source.path), {}
-    except RuntimeError as error:
-        raise UnreadableSource(f"cannot read: {itk_message(error)}") from error
-
-
-def squeeze_to_3d(image):
-    """Accept a 4D image only when its extra axis has length 1 (common in NIfTI exports)."""
-    import SimpleITK as sitk
-
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise UnreadableSource(
-            f"not a scalar volume: {image.GetNumberOfComponentsPerPixel()} components per voxel"
-        )
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        size = list(image.GetSize())
-        size[3] = 0
-        image = sitk.Extract(image, size, [0, 0, 0, 0])
-    if image.GetDimension() != 3:
-        raise UnreadableSource(f"not a 3D volume: {image.GetDimension()}D, size {image.GetSize()}")
-    return image
+            series = DicomSeries(Path(source.path), source.series_uid, source.files, source.unreadable)
+            return read_dicom_series(series, (MODALITY_TAG, IMAGE_TYPE_TAG))
+        return read_image(source.path), {}
+    except ImageFileError as error:
+        raise UnreadableSource(error.problem) from None
 
 
 def read_image_volume(source: Source) -> Volume:
     import SimpleITK as sitk
 
     image, tags = read_sitk_image(source)
-    image = squeeze_to_3d(image)
     if "LOCALIZER" in tags.get(IMAGE_TYPE_TAG, "").upper():
         raise UnreadableSource("DICOM series is a localizer (scout), not an axial volume")
     original_direction = image.GetDirection()

@@ -26,6 +26,7 @@ import numpy as np
 
 from meddinov3.curate.config import CurateConfig
 from meddinov3.curate.sources import Source
+from meddinov3.errors import InputError
 
 PARTIAL_MARK = ".partial-"
 CORPUS_FILE = "corpus.json"
@@ -34,7 +35,7 @@ SKIPPED_FILE = "skipped.jsonl"
 LOCK_FILE = ".curate.lock"
 
 
-class CorpusError(Exception):
+class CorpusError(InputError):
     """The corpus folder cannot be used as asked (other geometry, another run writing it)."""
 
 

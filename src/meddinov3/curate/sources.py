@@ -29,6 +29,8 @@ class Source:
     path: str
     series_uid: str = ""
     files: tuple[str, ...] = field(default=(), repr=False)
+    # Files of the folder GDCM left out of this series ("<name>: <reason>"): the series is skipped.
+    unreadable: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def uid(self) -> str:
@@ -65,13 +67,12 @@ def has_dicom_preamble(path: Path) -> bool:
 
 def dicom_series_in(folder: Path) -> list[Source]:
     """Every DICOM series directly inside ``folder`` (GDCM groups files by SeriesInstanceUID)."""
-    import SimpleITK as sitk
+    from meddinov3.images import find_dicom_series
 
-    sources = []
-    for series_uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)
-        sources.append(Source("dicom", str(folder), series_uid, tuple(files)))
-    return sources
+    return [
+        Source("dicom", str(folder), series.uid, series.files, series.unreadable)
+        for series in find_dicom_series(folder)
+    ]
 
 
 def file_source(path: Path) -> Source | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +26,6 @@ def demo(
 
     Needs no downloads and no nnU-Net environment variables (its folders go under --out).
     """
-    spin_briefly()
     from meddinov3.demo.config import demo_config
     from meddinov3.demo.pipeline import run_demo
     from meddinov3.demo.steps import DemoStepError
@@ -41,20 +39,6 @@ def demo(
             config = config.replace(device="cuda")
         check_device(config.device)
         run_demo(out, config, force, console, capture=can_capture and not verbose)
-
-
-def spin_briefly() -> None:
-    """Let waiting OpenMP threads spin only briefly before they sleep, unless the user chose.
-
-    GNU OpenMP (torch's CPU runtime) spins 300,000 times at every barrier by default: fastest on
-    an idle machine, but on a busy or shared one spinning threads burn the cores the working
-    threads need. Measured on 2 cores, 60 training iterations: idle 10 s with the default and
-    with 10,000 spins; beside one busy process 112 s with the default, 28 s with 10,000 spins
-    (prediction: 89 s -> 9 s with sleeping threads). OpenMP reads this when torch loads it, so
-    it runs before anything imports torch.
-    """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
 def check_device(device: str) -> None:

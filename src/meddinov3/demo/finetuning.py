@@ -129,7 +129,7 @@ def finetune(init: str) -> Callable[[StepContext], dict[str, Any]]:
 def train_init(context: StepContext, init: str) -> dict[str, Any]:
     import torch
 
-    from meddinov3.nnunet.checkpoints import find_resume_checkpoint, read_nnunet_checkpoint, restore_trainer
+    from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint, restore_trainer, resume_checkpoint
     from meddinov3.nnunet.training import TrainingJob, build_trainer, prepare
 
     workspace = context.workspace
@@ -143,7 +143,7 @@ def train_init(context: StepContext, init: str) -> dict[str, Any]:
     context.expect(total, "loading")
     if not final.is_file():
         os.environ["nnUNet_n_proc_DA"] = str(augmentation_workers(config.device))
-        resume = find_resume_checkpoint(fold_folder)
+        resume = resume_checkpoint(fold_folder)
         job = TrainingJob(
             dataset=str(DATASET_ID), method=METHOD_OF_INIT[init], configuration=config.configuration,
             fold=FOLD, weights=str(weights), epochs=config.epochs,
@@ -156,7 +156,7 @@ def train_init(context: StepContext, init: str) -> dict[str, Any]:
         trainer.initial_lr, trainer.encoder_lr = config.decoder_lr, config.encoder_lr
         if resume is not None:
             trainer.load_pretrained_weights = False  # the checkpoint holds every weight
-            restore_trainer(trainer, resume)
+            restore_trainer(trainer, resume[1])
         context.update(trainer.current_epoch * config.iterations_per_epoch, "training")
 
         def report(loss: float) -> None:

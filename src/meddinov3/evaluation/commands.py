@@ -36,12 +36,15 @@ def evaluate(
     """
     from rich.console import Console
 
-    from meddinov3.evaluation.errors import EvaluationError
+    from meddinov3.evaluation.pairing import check_folders
+
+    errors = Console(stderr=True)
+    with errors_as_one_line(console=errors):
+        check_folders(pred, ref, tolerance)
     from meddinov3.evaluation.folder import evaluate_folder
     from meddinov3.evaluation.report import print_table
 
-    errors = Console(stderr=True)
-    with errors_as_one_line(EvaluationError, console=errors), _progress_bar(errors) as progress:
+    with errors_as_one_line(console=errors), _progress_bar(errors) as progress:
         report = evaluate_folder(pred, ref, dataset_json, tolerance, workers, output, progress)
     if report.unmatched_predictions:
         errors.print(
@@ -55,14 +58,19 @@ def evaluate(
 
 @contextmanager
 def _progress_bar(console) -> Iterator[Callable[[int], Callable[[str], None]]]:
-    """Yield the callback factory `evaluate_folder` takes, drawing a rich bar on `console`."""
+    """Yield the callback factory `evaluate_folder` takes, drawing a rich bar on `console` once
+    scoring starts (a failed check before that leaves the error line alone on the console)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("scoring cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    progress = Progress(*columns, console=console, transient=True)
 
-        def start(total: int) -> Callable[[str], None]:
-            task = progress.add_task("cases", total=total)
-            return lambda case: progress.advance(task)
+    def start(total: int) -> Callable[[str], None]:
+        progress.start()
+        task = progress.add_task("cases", total=total)
+        return lambda case: progress.advance(task)
 
+    try:
         yield start
+    finally:
+        progress.stop()

@@ -7,7 +7,6 @@ only once every case has been scored.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -19,10 +18,11 @@ import numpy as np
 from meddinov3.evaluation.case import evaluate_case
 from meddinov3.evaluation.errors import EvaluationError
 from meddinov3.evaluation.labels import DatasetLabels, read_dataset_labels
-from meddinov3.evaluation.pairing import CasePair, pair_cases
+from meddinov3.evaluation.pairing import CasePair, check_folders, pair_cases
 from meddinov3.evaluation.reading import check_same_grid, read_label_image
 from meddinov3.evaluation.report import PER_CASE_CSV, SUMMARY_JSON, csv_text, json_text, write_outputs
 from meddinov3.evaluation.summary import label_set, per_case_rows, summarize
+from meddinov3.io import mark_stale, writable_folder
 
 MAX_DEFAULT_WORKERS = 8
 
@@ -138,15 +138,17 @@ def evaluate_folder(
     """Score every reference case in `ref_dir` against the same-named prediction in `pred_dir`.
 
     Writes `evaluation_per_case.csv` and `evaluation_summary.json` into `output_dir` (default:
-    `pred_dir`), both or neither. `progress(n_cases)` may return a callback called per finished
-    case. Raises EvaluationError naming the case on any bad input.
+    `pred_dir`), both or neither; the output folder is checked writable before any case is read,
+    and the reports of an earlier run there are renamed `*.stale` until this one has written its
+    own, so that a failed run leaves nothing that passes for its result. `progress(n_cases)` may
+    return a callback called per finished case. Raises EvaluationError naming the case on any bad
+    input.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
-        raise EvaluationError(f"tolerance must be finite and >= 0 mm, got {tolerance_mm}")
-    for name, folder in (("prediction", pred_dir), ("reference", ref_dir)):
-        if not folder.is_dir():
-            raise EvaluationError(f"{name} folder {folder} does not exist or is not a folder")
+    output = Path(output_dir) if output_dir is not None else pred_dir
+    check_folders(pred_dir, ref_dir, tolerance_mm)
+    writable_folder(output)
+    stale = mark_stale(output, (PER_CASE_CSV, SUMMARY_JSON))
     dataset = read_dataset_labels(dataset_json) if dataset_json is not None else None
     pairs, unmatched = pair_cases(pred_dir, ref_dir, dataset.file_ending if dataset else None)
     tasks = [CaseTask(pair, tolerance_mm, dataset) for pair in pairs]
@@ -159,10 +161,9 @@ def evaluate_folder(
     summary = summarize(per_case, labels, names, tolerance_mm)
     summary["prediction_folder"] = str(pred_dir.resolve())
     summary["reference_folder"] = str(ref_dir.resolve())
-    written = write_outputs(
-        Path(output_dir) if output_dir is not None else pred_dir,
-        {PER_CASE_CSV: csv_text(rows), SUMMARY_JSON: json_text(summary)},
-    )
+    written = write_outputs(output, {PER_CASE_CSV: csv_text(rows), SUMMARY_JSON: json_text(summary)})
+    for path in stale:
+        path.unlink()
     return FolderReport(summary=summary, rows=rows, written=written, unmatched_predictions=unmatched)
 
 

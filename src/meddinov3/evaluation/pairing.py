@@ -7,6 +7,7 @@ nnU-Net leaves in folders (dataset.json, plans.json, .npz, .pkl) are not images 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +65,16 @@ def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str | None = None) ->
         raise EvaluationError(f"no prediction in {pred_dir} for {len(missing)} reference case(s): {shown}")
     pairs = [CasePair(case, predictions[case], references[case]) for case in sorted(references)]
     return pairs, sorted(set(predictions) - set(references))
+
+
+def check_folders(pred_dir: Path, ref_dir: Path, tolerance_mm: float) -> None:
+    """The checks that need no image read (nor scipy or SimpleITK): a job stops on them at once."""
+    if not math.isfinite(tolerance_mm) or tolerance_mm < 0:
+        raise EvaluationError(f"tolerance must be finite and >= 0 mm, got {tolerance_mm}")
+    for name, folder in (("prediction", pred_dir), ("reference", ref_dir)):
+        if not folder.is_dir():
+            raise EvaluationError(f"{name} folder {folder} does not exist or is not a folder")
+    if pred_dir.resolve() == ref_dir.resolve():
+        raise EvaluationError(
+            f"the prediction and reference folders are the same folder ({ref_dir}): every case would score 100%"
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from meddinov3.evaluation.errors import EvaluationError
+from meddinov3.images import ImageFileError, read_image
 
 # Tolerances for "the same grid": NIfTI stores spacing and origin as float32, so a prediction
 # written from the reference's geometry can differ by float32 rounding (~1e-5 mm at 100 mm),
@@ -63,19 +64,13 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def read_label_image(path: Path, case: str) -> LabelImage:
-    """Read one label image; errors name the case and the file."""
+    """Read one label image (whole and finite: see `meddinov3.images`); errors name the case and the file."""
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise EvaluationError(f"case {case}: cannot read {path}: {reason}") from error
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise EvaluationError(
-            f"case {case}: {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel;"
-            " a label image has one"
-        )
+        image = read_image(path, dimensions=(2, 3))
+    except ImageFileError as error:
+        raise EvaluationError(f"case {case}: {error}") from None
     geometry = Geometry(
         size=tuple(image.GetSize()),
         spacing=tuple(image.GetSpacing()),
@@ -88,7 +83,7 @@ def read_label_image(path: Path, case: str) -> LabelImage:
 def as_label_array(array: np.ndarray, path: Path, case: str) -> np.ndarray:
     """Integer labels >= 0; float images are accepted when every value is a whole number."""
     if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+        if not np.array_equal(array, np.round(array)):
             raise EvaluationError(f"case {case}: {path} holds non-integer values; expected a label map")
         array = array.astype(np.int32)
     elif not np.issubdtype(array.dtype, np.integer):

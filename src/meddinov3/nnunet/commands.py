@@ -18,16 +18,9 @@ _METHODS_HELP = " | ".join(METHODS)
 
 
 def _clear_errors():
-    """The failure kinds of the nnU-Net jobs, reported as one line (see `errors_as_one_line`)."""
-    from meddinov3.backbone import CheckpointError
-    from meddinov3.nnunet.network import PretrainedWeightsError
-    from meddinov3.nnunet.paths import NnUNetSetupError
-    from meddinov3.nnunet.prediction import PredictionInputError
-    from meddinov3.nnunet.spec import NetworkSpecError
-
-    return errors_as_one_line(
-        NnUNetSetupError, NetworkSpecError, PretrainedWeightsError, PredictionInputError, CheckpointError, ValueError
-    )
+    """The failure kinds of the nnU-Net jobs, reported as one line (see `errors_as_one_line`):
+    InputError (bad paths, files, checkpoints, nnU-Net set-up) and invalid values."""
+    return errors_as_one_line(ValueError)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -52,6 +45,14 @@ def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
         raise typer.BadParameter(f"expected comma-separated block indices, got {text!r}") from None
 
 
+def _fold_value(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--fold takes a fold number or 'all', got {text!r}")
+
+
 def plan(
     dataset: str = typer.Argument(..., help="Dataset id (e.g. 501) or name (Dataset501_AMOS) under $nnUNet_raw."),
     size: list[int] = typer.Option([896], "--size", help="Side of the high-resolution 2D patch (repeatable)."),
@@ -62,7 +63,9 @@ def plan(
         None, min=1.0, help="GPU memory in GiB: lower the 2d_<size> batch size until training ViT-B/16 fits it."
     ),
     num_processes: int = typer.Option(4, "--num-processes", "-j", min=1, help="Worker processes."),
-    verify: bool = typer.Option(True, help="Check the raw dataset's integrity first (nnU-Net's checker)."),
+    verify: bool = typer.Option(
+        True, help="Check the raw dataset first: every case's files whole and finite, on its label's grid, known labels."
+    ),
     reuse_fingerprint: bool = typer.Option(True, help="Keep an existing dataset fingerprint (off: recompute it)."),
 ) -> None:
     """nnU-Net fingerprint + plans + a `2d_<size>` configuration, preprocessed for training.
@@ -228,7 +231,7 @@ def predict(
     with _clear_errors():
         from meddinov3.nnunet.prediction import predict as run_prediction
 
-        folds = [f if f == "all" else int(f) for f in fold]
+        folds = [_fold_value(f) for f in fold]
         written = run_prediction(
             input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress
         )

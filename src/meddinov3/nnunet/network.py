@@ -12,6 +12,7 @@ from dataclasses import fields
 from torch import nn
 
 from meddinov3.backbone import BackboneConfig, DinoVisionTransformer, build_backbone, load_backbone
+from meddinov3.errors import InputError
 from meddinov3.nnunet.spec import NetworkSpec
 from meddinov3.segmentation import adapt_input_channels, build_segmenter
 
@@ -19,7 +20,7 @@ from meddinov3.segmentation import adapt_input_channels, build_segmenter
 _TRAINING_ONLY_FIELDS = ("drop_path_rate", "rope_shift_coords", "rope_jitter_coords", "rope_rescale_coords")
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(InputError, ValueError):
     """Pretrained weights that do not fit the network exactly; the message names the file."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from meddinov3.errors import InputError
+
 RAW = "nnUNet_raw"
 PREPROCESSED = "nnUNet_preprocessed"
 RESULTS = "nnUNet_results"
@@ -17,7 +19,7 @@ RESULTS = "nnUNet_results"
 _PROCESS_VARIABLES = ("nnUNet_def_n_proc", "nnUNet_n_proc_DA")
 
 
-class NnUNetSetupError(RuntimeError):
+class NnUNetSetupError(InputError, RuntimeError):
     """The nnU-Net environment (folders, dataset) is not what a command needs."""
 
 

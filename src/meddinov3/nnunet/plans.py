@@ -130,7 +130,12 @@ def plan_and_preprocess(
     stay on the terminal, each preprocessing bar after a line naming its configuration.
     Returns the plans file.
     """
-    from meddinov3.capture import output_to_log
+    if batch_size is not None and gpu_memory_gib is not None:
+        raise ValueError("give either a batch size or the GPU memory to fit, not both")
+    raw = require_folders(RAW, PREPROCESSED)[RAW]
+    for size in sizes:
+        if size <= 0 or size % VIT_PATCH:
+            raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -138,20 +143,20 @@ def plan_and_preprocess(
     )
     from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
-    if batch_size is not None and gpu_memory_gib is not None:
-        raise ValueError("give either a batch size or the GPU memory to fit, not both")
-    require_folders(RAW, PREPROCESSED)
-    for size in sizes:
-        if size <= 0 or size % VIT_PATCH:
-            raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
+    from meddinov3.capture import output_to_log
+    from meddinov3.nnunet.integrity import verify_raw_dataset
+
     name = dataset_folder_name(dataset)
     dataset_id = convert_dataset_name_to_id(name)
     log = plan_log_path(name)
     nnunet_output = partial(output_to_log, log, stderr=False)
+    if verify_dataset:
+        verify_raw_dataset(raw / name, num_processes)
 
     with nnunet_output():
         print(f"=== meddinov3 plan {name}, {datetime.now().isoformat(timespec='seconds')}")
-        extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=verify_dataset,
+        # Checked above, every file whole and finite; nnU-Net's own check would read them all again.
+        extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=False,
                              clean=not reuse_fingerprint)
         plan_experiments([dataset_id], overwrite_plans_name=None if plans_identifier == DEFAULT_PLANS else plans_identifier)
 
@@ -159,7 +164,7 @@ def plan_and_preprocess(
     path = plans_path(name, plans_identifier)
     if gpu_memory_gib is not None:
         base_batch = resolved_configuration(plans, "2d")["batch_size"]
-        dataset_json = json.loads((require_folders(RAW)[RAW] / name / "dataset.json").read_text(encoding="utf-8"))
+        dataset_json = json.loads((raw / name / "dataset.json").read_text(encoding="utf-8"))
     for size in sizes:
         batch = batch_size
         if gpu_memory_gib is not None:

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from meddinov3.errors import InputError
+from meddinov3.images import DicomSeries, find_dicom_series, read_dicom_series, read_image
+from meddinov3.io import STALE_SUFFIX, mark_stale, writable_folder
 from meddinov3.nnunet.paths import NnUNetSetupError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-class PredictionInputError(ValueError):
+class PredictionInputError(InputError, ValueError):
     """Input files that cannot be segmented as given; the message names them."""
 
 
@@ -68,19 +71,18 @@ def _nifti_cases(files: Sequence[Path], num_channels: int) -> list[Case]:
     return [Case(stems[f], [str(f)]) for f in sorted(files)]
 
 
-def _dicom_series(folder: Path) -> list[tuple[str, list[str]]]:
+def _dicom_to_nifti(series: DicomSeries, target: Path) -> None:
     import SimpleITK as sitk
 
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
-    return [(uid, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))) for uid in series]
+    image, _ = read_dicom_series(series)
+    sitk.WriteImage(image, str(target), True)
 
 
-def _dicom_to_nifti(files: list[str], target: Path) -> None:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    sitk.WriteImage(reader.Execute(), str(target), True)
+def existing_input(input_path: str | os.PathLike) -> Path:
+    path = Path(input_path)
+    if not path.exists():
+        raise PredictionInputError(f"{path}: no such file or folder")
+    return path
 
 
 def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Path) -> list[Case]:
@@ -89,9 +91,7 @@ def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Pat
     DICOM series are converted to NIfTI in `scratch` first (geometry kept); a folder holding
     several series gives one case per series.
     """
-    path = Path(input_path)
-    if not path.exists():
-        raise PredictionInputError(f"{path}: no such file or folder")
+    path = existing_input(input_path)
     if path.is_file():
         if _strip_nifti_ending(path.name) is None:
             raise PredictionInputError(f"{path}: expected a NIfTI file (.nii or .nii.gz) or a DICOM series folder")
@@ -99,22 +99,33 @@ def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Pat
     niftis = [f for f in path.iterdir() if f.is_file() and _strip_nifti_ending(f.name) is not None]
     if niftis:
         return _nifti_cases(niftis, num_channels)
-    series = _dicom_series(path)
+    series = find_dicom_series(path)
     if not series:
         raise PredictionInputError(f"{path}: contains neither NIfTI files nor a DICOM series")
     if num_channels != 1:
         raise PredictionInputError(f"{path}: DICOM input supports single-channel models, this one takes {num_channels}")
     cases = []
-    for uid, files in series:
-        name = path.name if len(series) == 1 else f"{path.name}_{uid}"
+    for one in series:
+        name = path.name if len(series) == 1 else f"{path.name}_{one.uid}"
         target = scratch / f"{name}.nii.gz"
-        _dicom_to_nifti(files, target)
+        _dicom_to_nifti(one, target)
         cases.append(Case(name, [str(target)]))
     return cases
 
 
-def _fold_folder(model_dir: Path, fold: int | str) -> Path:
-    return model_dir / f"fold_{fold}"
+def model_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int | str], checkpoint_name: str) -> list[Path]:
+    """The checkpoint file of each fold, after checking that `model_dir` is a trained model folder."""
+    model_dir = Path(model_dir)
+    for required in ("plans.json", "dataset.json"):
+        if not (model_dir / required).is_file():
+            raise NnUNetSetupError(f"{model_dir}: not a trained model folder (no {required})")
+    if not folds:
+        raise ValueError("at least one fold is needed")
+    paths = [model_dir / f"fold_{fold}" / checkpoint_name for fold in folds]
+    for path in paths:
+        if not path.is_file():
+            raise NnUNetSetupError(f"{path}: checkpoint not found (train this fold first or pick --checkpoint)")
+    return paths
 
 
 def load_predictor(
@@ -135,17 +146,7 @@ def load_predictor(
     from meddinov3.nnunet.trainers import trainer_class
 
     model_dir = Path(model_dir)
-    for required in ("plans.json", "dataset.json"):
-        if not (model_dir / required).is_file():
-            raise NnUNetSetupError(f"{model_dir}: not a trained model folder (no {required})")
-    if not folds:
-        raise ValueError("at least one fold is needed")
-    checkpoints = []
-    for fold in folds:
-        path = _fold_folder(model_dir, fold) / checkpoint_name
-        if not path.is_file():
-            raise NnUNetSetupError(f"{path}: checkpoint not found (train this fold first or pick --checkpoint)")
-        checkpoints.append(read_nnunet_checkpoint(path))
+    checkpoints = [read_nnunet_checkpoint(path) for path in model_checkpoints(model_dir, folds, checkpoint_name)]
     first = checkpoints[0]
     plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text(encoding="utf-8")))
     dataset_json = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
@@ -196,6 +197,14 @@ def _segment_case(predictor: Any, case: Case, output: Path) -> None:
     os.replace(partial, output)
 
 
+def check_inputs(cases: Sequence[Case]) -> None:
+    """Read every input file whole (see `meddinov3.images`) before the model is loaded: a bad
+    file stops the run naming it, before any output is written."""
+    for case in cases:
+        for file in case.files:
+            read_image(file)
+
+
 def predict(
     input_path: str | os.PathLike,
     output_folder: str | os.PathLike,
@@ -210,26 +219,31 @@ def predict(
 ) -> list[Path]:
     """Segment every case under `input_path` into `output_folder`/<case><file ending>.
 
+    Paths, the output folder and every input file are checked before torch and nnU-Net load.
     Existing outputs are kept unless `overwrite`, so an interrupted run continues where it
-    stopped. Returns the written label maps.
+    stopped; with `overwrite`, an earlier label map is renamed *.stale until its case is redone.
+    Returns the written label maps.
     """
     from rich.progress import Progress
 
-    predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
-    num_channels = len(predictor.dataset_json["channel_names"])
-    ending = predictor.dataset_json["file_ending"]
-    out = Path(output_folder)
-    out.mkdir(parents=True, exist_ok=True)
+    existing_input(input_path)
+    model_checkpoints(model_dir, folds, checkpoint_name)
+    out = writable_folder(output_folder, "--output")
+    dataset_json = json.loads((Path(model_dir) / "dataset.json").read_text(encoding="utf-8"))
+    ending = dataset_json["file_ending"]
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meddinov3_predict_")))
-        cases = collect_cases(input_path, num_channels, scratch)
+        cases = collect_cases(input_path, len(dataset_json["channel_names"]), scratch)
+        todo = [case for case in cases if overwrite or not (out / f"{case.name}{ending}").exists()]
+        check_inputs(todo)
+        if todo:
+            predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
+        # With overwrite, an earlier label map stays only as *.stale until its case is redone.
+        mark_stale(out, [f"{case.name}{ending}" for case in todo])
         progress = stack.enter_context(Progress(disable=not show_progress))
-        task = progress.add_task("segmenting", total=len(cases))
-        written = []
-        for case in cases:
-            target = out / f"{case.name}{ending}"
-            if overwrite or not target.exists():
-                _segment_case(predictor, case, target)
-            written.append(target)
+        task = progress.add_task("segmenting", total=len(todo))
+        for case in todo:
+            _segment_case(predictor, case, out / f"{case.name}{ending}")
+            (out / f"{case.name}{ending}{STALE_SUFFIX}").unlink(missing_ok=True)
             progress.advance(task)
-    return written
+    return [out / f"{case.name}{ending}" for case in cases]

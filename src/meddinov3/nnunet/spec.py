@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from meddinov3.backbone import BackboneConfig
+from meddinov3.errors import InputError
 from meddinov3.nnunet.methods import Method, Recipe, check_recipe_switch, get_method
 
 PLANS_KEY = "meddinov3"
@@ -23,7 +24,7 @@ WEIGHTS_ENV = "MEDDINOV3_WEIGHTS"
 RECIPE_ENV = "MEDDINOV3_RECIPE"
 
 
-class NetworkSpecError(ValueError):
+class NetworkSpecError(InputError, ValueError):
     """A network spec that is missing, inconsistent, or does not fit the plans."""
 
 

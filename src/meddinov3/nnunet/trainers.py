@@ -25,6 +25,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.methods import Recipe, get_method, method_of_trainer
 from meddinov3.nnunet.network import build_network, freeze_parts, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
@@ -42,7 +43,7 @@ from meddinov3.nnunet.spec import (
 )
 
 
-class RecipeTrainer(nnUNetTrainer):
+class RecipeTrainer(AtomicCheckpoints, nnUNetTrainer):
     """A trainer whose optimiser, schedule, sampling and supervision come from its method's `Recipe`."""
 
     method_name: ClassVar[str]
@@ -168,9 +169,17 @@ class ViTScratchTrainer(ViTSegmentationTrainer):
     method_name = "scratch"
 
 
+class AtomicNnUNetTrainer(AtomicCheckpoints, nnUNetTrainer):
+    """nnU-Net's own trainer (the `nnunet` method), with atomic checkpoint files."""
+
+
+# Under nnU-Net's class name: the results folder and the trainer name in its checkpoints are the
+# ones nnU-Net's own tools expect.
+AtomicNnUNetTrainer.__name__ = nnUNetTrainer.__name__
+
 TRAINERS: dict[str, type[nnUNetTrainer]] = {
     cls.__name__: cls
-    for cls in (nnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
+    for cls in (AtomicNnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
 }
 
 

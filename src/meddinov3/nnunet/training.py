@@ -149,24 +149,25 @@ def build_trainer(run: PreparedRun, job: TrainingJob, device: Any) -> Any:
 
 
 def _restore_if_requested(trainer: Any, job: TrainingJob) -> None:
-    from meddinov3.nnunet.checkpoints import find_resume_checkpoint, restore_trainer
+    from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint, restore_trainer, resume_checkpoint
 
     folder = Path(trainer.output_folder)
     if job.validation_only:
-        checkpoint = folder / "checkpoint_final.pth"
-        if not checkpoint.is_file():
-            raise NnUNetSetupError(f"{checkpoint} does not exist: validation needs a finished training")
+        path = folder / "checkpoint_final.pth"
+        if not path.is_file():
+            raise NnUNetSetupError(f"{path} does not exist: validation needs a finished training")
+        found = path, read_nnunet_checkpoint(path)
     elif job.continue_training:
-        checkpoint = find_resume_checkpoint(folder)
-        if checkpoint is None:
+        found = resume_checkpoint(folder, warn=trainer.print_to_log_file)
+        if found is None:
             trainer.print_to_log_file(f"No checkpoint in {folder} to continue from; starting a new training.")
             return
     else:
         return
     if hasattr(trainer, "load_pretrained_weights"):
         trainer.load_pretrained_weights = False
-    trainer.print_to_log_file(f"Restoring {checkpoint}")
-    restore_trainer(trainer, checkpoint)
+    trainer.print_to_log_file(f"Restoring {found[0]}")
+    restore_trainer(trainer, found[1])
 
 
 @contextmanager

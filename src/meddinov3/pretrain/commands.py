@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+
+def check_paths(config) -> None:
+    """The corpus and the output folder, checked before torch loads."""
+    from meddinov3.curate.shards import MANIFEST_FILE
+    from meddinov3.errors import InputError
+    from meddinov3.io import writable_folder
+
+    corpus = config.data.corpus
+    if corpus and not (Path(corpus) / MANIFEST_FILE).is_file():
+        raise InputError(
+            f"data.corpus {corpus}: not a curated corpus (no {MANIFEST_FILE}); create one with `meddinov3 curate`"
+        )
+    writable_folder(config.run.output_dir, "run.output_dir")
 
 
 def pretrain(
@@ -29,15 +44,17 @@ def pretrain(
 
     import yaml
 
+    from meddinov3.errors import InputError
     from meddinov3.pretrain.config import load_config
 
     try:
         resolved = load_config(config, overrides or [])
     except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err), param_hint="--config / overrides") from None
+        raise InputError(f"--config / overrides: {err}") from None
     if print_config:
         typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False))
         return
+    check_paths(resolved)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from meddinov3.pretrain.train import train
 

@@ -39,15 +39,15 @@ def synth(
     stomach, vertebrae), anisotropic spacing and realistic Hounsfield units."""
     from rich.progress import Progress
 
-    from meddinov3.synth.dataset import DatasetError, SynthSpec, write_dataset
+    from meddinov3.io import writable_folder
+    from meddinov3.synth.dataset import SynthSpec, check_dataset_folder, write_dataset
 
     if size not in ("small", "full"):
         raise typer.BadParameter(f"--size must be small or full, got {size!r}")
     spec = SynthSpec(cases, test_cases, seed, size, parse_shape(shape))  # type: ignore[arg-type]
+    check_dataset_folder(out)
+    writable_folder(out, "OUT")
     with Progress() as progress:
         task = progress.add_task("synth cases", total=cases + test_cases)
-        try:
-            write_dataset(out, spec, workers, lambda index, written: progress.advance(task))
-        except DatasetError as error:
-            raise typer.BadParameter(str(error)) from error
+        write_dataset(out, spec, workers, lambda index, written: progress.advance(task))
     typer.echo(f"wrote {cases} training + {test_cases} test cases to {out}")

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from meddinov3.errors import InputError
 from meddinov3.synth.case import Preset, SynthCase, generate_case
 from meddinov3.synth.tissues import LABELS
 
@@ -27,7 +28,7 @@ FILE_ENDING = ".nii.gz"
 PARTIAL = ".partial"
 
 
-class DatasetError(Exception):
+class DatasetError(InputError):
     """The output folder cannot hold this dataset; the message says why."""
 
 

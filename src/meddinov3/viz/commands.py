@@ -10,6 +10,15 @@ import typer
 from meddinov3.cli_errors import errors_as_one_line
 
 
+def check_options(size: int, out: Path) -> None:
+    from meddinov3.errors import InputError
+    from meddinov3.io import writable_folder
+
+    if size % 16:
+        raise InputError(f"--size must be a multiple of 16, got {size}")
+    writable_folder(out, "--out")
+
+
 def features(
     weights: Optional[str] = typer.Option(
         None, help="Backbone checkpoint (any layout load_backbone reads) or Hub name (see `meddinov3 weights`)."
@@ -24,6 +33,12 @@ def features(
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
     """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
+    from meddinov3.viz.images import read_ct_slice
+
+    # The values, the output folder and the slice are checked before torch loads and the model is built.
+    check_options(size, out)
+    ct_slice = read_ct_slice(image, slice_index)
+
     from rich.console import Console
 
     from meddinov3.backbone import CheckpointError, build_backbone, load_backbone
@@ -36,11 +51,8 @@ def features(
         similarity_map,
     )
     from meddinov3.viz.figures import pca_figure, save_figure, similarity_figure
-    from meddinov3.viz.images import read_ct_slice
 
     console = Console()
-    if size % 16:
-        raise typer.BadParameter(f"--size must be a multiple of 16, got {size}")
     if weights is None:
         console.print(
             "[bold yellow]No --weights given: using a RANDOMLY INITIALISED MedDINOv3 ViT-B/16. "
@@ -52,7 +64,7 @@ def features(
             model = load_backbone(weights)
         label = Path(weights).name if Path(weights).exists() else weights
     model = model.to(device).eval()
-    hu = resize_slice(read_ct_slice(image, slice_index), size)
+    hu = resize_slice(ct_slice, size)
     feats = patch_features(model, hu)
     mask = foreground_patches(hu, model.patch_size)
     queries = default_queries(mask, points)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meddinov3.images import ImageFileError, find_dicom_series, non_finite_problem, read_dicom_series, read_image
+
 BUNDLED_SLICE = Path(__file__).resolve().parent.parent / "assets" / "ct_slice_1866889.npy"
 
 
@@ -13,40 +15,49 @@ def read_ct_slice(path: str | Path | None = None, index: int | None = None) -> n
     """A 2D float32 HU array. Volumes give axial slice `index` (default: the middle one).
 
     Without a path, the real CT slice bundled with the package (a CT-3M slice, 256 x 256).
+    Files are read whole and finite (see `meddinov3.images`); errors name the file.
     """
     path = Path(path) if path is not None else BUNDLED_SLICE
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise ImageFileError(path, "no such file or folder")
     if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
+        array = _read_npy(path)
     else:
         array = _read_with_simpleitk(path)
     array = np.asarray(array, dtype=np.float32)
     if array.ndim == 3:
         index = array.shape[0] // 2 if index is None else index
         if not 0 <= index < array.shape[0]:
-            raise ValueError(f"{path}: slice {index} out of range (volume has {array.shape[0]} slices)")
+            raise ImageFileError(path, f"slice {index} out of range (volume has {array.shape[0]} slices)")
         array = array[index]
     if array.ndim != 2:
-        raise ValueError(f"{path}: expected a 2D slice or a 3D volume, got shape {array.shape}")
+        raise ImageFileError(path, f"expected a 2D slice or a 3D volume, got shape {array.shape}")
+    return array
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ImageFileError(path, f"not a readable .npy array ({error})") from None
+    if array.dtype.kind not in "iuf":
+        raise ImageFileError(path, f"holds {array.dtype} values; expected numbers (HU)")
+    problem = non_finite_problem(array)
+    if problem:
+        raise ImageFileError(path, problem)
     return array
 
 
 def _read_with_simpleitk(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                raise ValueError(f"{path}: folder holds no DICOM series")
-            reader.SetFileNames(files)
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise ValueError(f"{path}: cannot read the image: {err}") from None
+    if path.is_dir():
+        series = find_dicom_series(path)
+        if not series:
+            raise ImageFileError(path, "folder holds no DICOM series")
+        image, _ = read_dicom_series(series[0])
+    else:
+        image = read_image(path, dimensions=(2, 3))
     # Axial slices of a volume in a fixed orientation, whatever the file's direction matrix.
     if image.GetDimension() == 3:
         image = sitk.DICOMOrient(image, "LPS")
