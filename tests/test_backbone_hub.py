@@ -140,7 +140,7 @@ def test_train_records_the_cached_file_and_loads_it(hub_cache):
     spec = build_spec(get_method("meddinov3"), weights="meddinov3-ct3m")
     assert spec.pretrained_weights == str(snapshot / "model.pth")
     network = build_segmenter(build_backbone(spec.backbone_config()), num_classes=3)
-    load_pretrained_encoder(network, spec, num_input_channels=1)
+    load_pretrained_encoder(network.dino_encoder, spec, num_input_channels=1)
     assert_same_state(network.dino_encoder, load_backbone(TEACHER).state_dict())
 
 
