@@ -187,7 +187,7 @@ def test_presets_carry_the_paper_numbers():
     s1, s2, s3 = (load_config(name) for name in ("stage1", "stage2", "stage3"))
     assert (s1.optim.iterations, s1.optim.lr, s1.optim.global_batch_size, s1.loss.koleo_weight) == (100_000, 2e-4, 512, 0.1)
     assert not s1.gram.enabled and s1.crops.n_local == 8 and s1.model.head_prototypes == 65536
-    assert (s2.optim.lr, s2.gram.weight, s2.loss.koleo_weight, s2.crops.gram_sizes) == (5e-5, 2.0, 1.0, [512])
+    assert (s2.optim.lr, s2.gram.weight, s2.loss.koleo_weight, s2.crops.gram_sizes) == (5e-5, 2.0, 0.1, [512])
     assert (s3.optim.iterations, s3.optim.lr, s3.gram.enabled) == (10_000, 2.5e-5, True)
     assert min(s3.crops.global_sizes) == 512 and max(s3.crops.global_sizes) == 768
     assert min(s3.crops.local_sizes) == 112 and max(s3.crops.local_sizes) == 336

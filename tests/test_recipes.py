@@ -14,6 +14,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from conftest import FIXTURES
 from unit_trainers import initialized_trainer, plans_with, unit_plans
 from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.spec import build_spec
 from meddinov3.nnunet.trainers import trainer_class
@@ -188,7 +189,9 @@ def test_segformer_initialisation_of_the_built_trainer(nnunet_env):
 
 def test_nnunet_keeps_its_own_recipe(nnunet_env):
     trainer = build("nnunet")
-    assert type(trainer) is nnUNetTrainer and trainer.enable_deep_supervision
+    # nnU-Net's own trainer, only with atomic checkpoint files (and under nnU-Net's class name).
+    assert type(trainer).__mro__[1:] == (AtomicCheckpoints, nnUNetTrainer, *nnUNetTrainer.__mro__[1:])
+    assert type(trainer).__name__ == "nnUNetTrainer" and trainer.enable_deep_supervision
     assert assert_he_initialised(trainer.network.modules()) > 10
 
 
