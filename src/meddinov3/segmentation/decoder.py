@@ -5,11 +5,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+    """LayerNorm over the channel axis of a (B, C, H, W) map, in the dtype of its input.
+
+    One fused layer_norm on a channels-last view: statistics are computed in float32 inside the
+    kernel, so float16 inputs cannot overflow in the variance, and the output keeps the input's
+    dtype. Autocast is switched off around it because CUDA autocast runs layer_norm in float32,
+    which would store this output and the GELU after it at twice the bytes under mixed precision.
+    Autograd keeps only the input and per-pixel mean / inverse deviation for the backward pass.
+    The result is channels-last in memory; the convolutions that follow accept that layout.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -18,10 +27,9 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        with torch.autocast(x.device.type, enabled=False):
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return normed.permute(0, 3, 1, 2)
 
 
 class PrimusDecoder(nn.Module):
