@@ -84,7 +84,7 @@ def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device
         else:
             peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         params = sum(p.numel() for p in trainer.student.parameters()) / 1e6
-        queue.put((iters / elapsed, batch * iters / elapsed, data_rate, peak_mib, params, trainer.use_bf16))
+        queue.put((iters / elapsed, batch * iters / elapsed, data_rate, peak_mib, params, trainer.precision))
 
 
 def main() -> None:
@@ -112,8 +112,7 @@ def main() -> None:
         if proc.exitcode != 0:
             print(f"| {stage} | failed (exit {proc.exitcode}) | | | | | |", flush=True)
             continue
-        its, images, data_rate, peak, params, bf16 = queue.get()
-        precision = "bf16 autocast" if bf16 else "fp32"
+        its, images, data_rate, peak, params, precision = queue.get()
         print(f"| {stage} | {params:.1f} | {precision} | {its:.3f} | {images:.1f} | {data_rate:.1f} | {peak:.0f} |", flush=True)
 
 

@@ -19,6 +19,7 @@ from meddinov3.nnunet.spec import (
     recorded_spec,
     spec_in_plans,
 )
+from meddinov3.nnunet.standalone import standalone_plans, use_nnunet_folders
 from meddinov3.nnunet.trainers import (
     DINOv3SingleScaleTrainer,
     DINOv3Trainer,
@@ -34,40 +35,7 @@ TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
 
 def _plans(patch=(64, 64)) -> dict:
     """A minimal but complete nnU-Net v2 plans dict with one 2D configuration."""
-    unet = {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {},
-        "_kw_requires_import": [],
-    }
-    return {
-        "dataset_name": "Dataset990_Unit",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [3.0, 0.8, 0.8],
-        "original_median_shape_after_transp": [8, 64, 64],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"max": 700.0, "mean": 100.0, "median": 90.0, "min": -50.0,
-                  "percentile_00_5": -40.0, "percentile_99_5": 690.0, "std": 150.0}
-        },
-        "configurations": {
-            "2d": {
-                "data_identifier": "nnUNetPlans_2d",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": 2,
-                "patch_size": list(patch),
-                "median_image_size_in_voxels": [64.0, 64.0],
-                "spacing": [0.8, 0.8],
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "architecture": unet,
-                "batch_dice": True,
-            }
-        },
-    }
+    return standalone_plans(patch, batch_size=2)
 
 
 DATASET_JSON = {
@@ -81,14 +49,9 @@ DATASET_JSON = {
 @pytest.fixture
 def nnunet_env(tmp_path, monkeypatch):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setenv(name, str(tmp_path / name))
+        monkeypatch.setenv(name, "")  # restored after the test
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    # initialize() infers nnU-Net's dataset format from the file endings it finds here.
-    data = tmp_path / "nnUNet_preprocessed" / "Dataset990_Unit" / "nnUNetPlans_2d"
-    data.mkdir(parents=True)
-    (data / "case.b2nd").touch()
-    return tmp_path
+    return use_nnunet_folders(tmp_path)
 
 
 def _trainer(cls, plans, configuration="2d"):

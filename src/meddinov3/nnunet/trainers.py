@@ -1,12 +1,15 @@
 """nnU-Net v2 trainers for the MedDINOv3 methods: thin subclasses of nnU-Net's own trainer.
 
 Everything not listed here (data loading, augmentation, Dice + CE loss, foreground
-oversampling, mixed precision, checkpoints, validation, DDP) is nnU-Net's. What differs:
+oversampling, checkpoints, validation, DDP) is nnU-Net's. What differs:
 - the network: a DINOv3 ViT with a (multi-scale) Primus decoder, built from the network spec
   stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly;
 - the optimiser: AdamW, betas (0.9, 0.98), weight decay 5e-2, separate encoder and decoder
   learning rates, each decaying linearly to zero over the epochs;
-- no deep supervision.
+- no deep supervision;
+- numeric precision (bf16 by default on GPUs that have it, no gradient scaler; fp16 with nnU-Net's
+  scaler; fp32), recorded in the spec and applied on every device: nnU-Net itself autocasts
+  (fp16) on CUDA only.
 
 Users of `nnUNetv2_train` reach these classes through nnU-Net's `nnUNet_extTrainer` plugin
 folder (see `plugin/`); `meddinov3 train` constructs them directly.
@@ -22,6 +25,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
+
+from meddinov3.precision import around_nnunet, autocast, resolve_precision
 
 from meddinov3.nnunet.methods import RECIPE, get_method, method_of_trainer
 from meddinov3.nnunet.network import build_network, load_pretrained_encoder, unwrap
@@ -55,9 +60,13 @@ class ViTSegmentationTrainer(nnUNetTrainer):
         # The spec must be in the plans before nnU-Net copies them: it is what gets saved with
         # the model and what the static network builder sees.
         spec = self._spec_for(plans, configuration)
+        spec.precision = resolve_precision(spec.precision, device)
+        attach_spec(plans, configuration, spec)
         super().__init__(plans, configuration, fold, dataset_json, device)
         method = get_method(self.method_name)
         self.network_spec = spec
+        self.precision = spec.precision
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.initial_lr = RECIPE.decoder_lr
         self.encoder_lr = method.encoder_lr
         self.weight_decay = RECIPE.weight_decay
@@ -105,6 +114,35 @@ class ViTSegmentationTrainer(nnUNetTrainer):
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """The Primus decoder has a single output; nothing to switch."""
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step at `self.precision` on every device. nnU-Net's own autocasts (in fp16)
+        on CUDA only; here autocast covers the forward pass and the loss everywhere, the backward
+        pass stays outside it, and only fp16 goes through the gradient scaler."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"].to(self.device, non_blocking=True)  # one tensor: no deep supervision
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.precision, self.device):
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        else:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        with around_nnunet(self.precision, self.device):
+            return super().validation_step(batch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        with around_nnunet(self.precision, self.device):
+            super().perform_actual_validation(save_probabilities)
 
 
 class MedDINOv3Trainer(ViTSegmentationTrainer):

@@ -17,12 +17,13 @@ def features(
     size: int = typer.Option(512, help="Resize the slice to size x size (a multiple of 16; the paper goes to 2048)."),
     out: Path = typer.Option(Path("features_out"), help="Output folder for the PNGs."),
     points: int = typer.Option(3, help="Number of query patches for the similarity maps."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu (auto: CUDA, else MPS, else CPU)."),
 ) -> None:
     """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
     from rich.console import Console
 
     from meddinov3.backbone import build_backbone, load_backbone
+    from meddinov3.devices import pick_device
     from meddinov3.viz.features import (
         default_queries,
         foreground_patches,
@@ -37,6 +38,10 @@ def features(
     console = Console()
     if size % 16:
         raise typer.BadParameter(f"--size must be a multiple of 16, got {size}")
+    try:
+        torch_device = pick_device(device)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from None
     if weights is None:
         console.print(
             "[bold yellow]No --weights given: using a RANDOMLY INITIALISED MedDINOv3 ViT-B/16. "
@@ -45,7 +50,7 @@ def features(
         model, label = build_backbone("meddinov3_vitb16"), "random weights"
     else:
         model, label = load_backbone(weights), weights.name
-    model = model.to(device).eval()
+    model = model.to(torch_device).eval()
     hu = resize_slice(read_ct_slice(image, slice_index), size)
     feats = patch_features(model, hu)
     mask = foreground_patches(hu, model.patch_size)
