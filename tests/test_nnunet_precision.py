@@ -68,13 +68,16 @@ def test_bf16_training_steps_of_every_vit_method(nnunet_folders, method):
     assert spec_in_plans(trainer.plans_manager.plans, "2d").precision == "bf16"
 
 
-def test_fp16_scales_the_loss_and_fp32_does_not_autocast(nnunet_folders):
-    fp16 = _trainer("scratch", "fp16")
+@pytest.mark.parametrize("method", ["scratch", "meddinov3"])  # float32 and bfloat16 RoPE
+def test_fp16_scales_the_loss(nnunet_folders, method):
+    fp16 = _trainer(method, "fp16")
     dtypes = _output_dtypes(fp16)
-    fp16.train_step(synthetic_batch(fp16))
-    assert dtypes == [torch.float16]
+    loss = float(fp16.train_step(synthetic_batch(fp16))["loss"])
+    assert dtypes == [torch.float16] and math.isfinite(loss)
     assert isinstance(fp16.grad_scaler, torch.amp.GradScaler) and fp16.grad_scaler.get_scale() > 1
 
+
+def test_fp32_does_not_autocast(nnunet_folders):
     fp32 = _trainer("scratch", "fp32")
     dtypes = _output_dtypes(fp32)
     fp32.train_step(synthetic_batch(fp32))
@@ -110,3 +113,15 @@ def test_auto_device_is_the_cpu_here_and_the_default_of_predict_and_features():
         pick_device("cuda")
     with pytest.raises(ValueError, match="one of auto, cuda, mps, cpu"):
         pick_device("gpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_compiled_training_steps_with_bfloat16_rope(nnunet_folders, precision):
+    """torch.compile as nnU-Net applies it on CUDA (the CPU backend here): AOTAutograd traces the
+    backward pass inside autocast, where fp16 rejected the bfloat16 RoPE gradients of chunk/cat."""
+    trainer = _trainer("meddinov3", precision)
+    trainer.network = torch.compile(trainer.network)
+    batch = synthetic_batch(trainer)
+    losses = [float(trainer.train_step(batch)["loss"]) for _ in range(2)]
+    assert all(math.isfinite(loss) for loss in losses)
