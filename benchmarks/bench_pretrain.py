@@ -35,7 +35,8 @@ TINY_CROPS = {
 }
 
 
-def _config(model: str, stage: int, batch: int, device: str, output_dir: str):
+def pretrain_config(model: str, stage: int, batch: int, device: str, output_dir: str):
+    """The stage preset with synthetic CT slices, one process, `batch` images per iteration."""
     from meddinov3.pretrain.config import load_config
 
     overrides = [
@@ -54,18 +55,24 @@ def _config(model: str, stage: int, batch: int, device: str, output_dir: str):
     return load_config(f"stage{stage}", overrides)
 
 
-def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device: str, queue) -> None:
+def multicrop_batches(config, patch_size: int, batch: int, count: int) -> list:
+    """`count` batches from the real multi-crop pipeline, built up front."""
     from meddinov3.pretrain.collate import collate_multicrop
     from meddinov3.pretrain.data import PretrainDataset, ShardedBatchSampler, build_corpus
+
+    dataset = PretrainDataset(build_corpus(config), config, patch_size)
+    sampler = ShardedBatchSampler(len(dataset), batch, 0, 1, 0, 0, count)
+    return [collate_multicrop([dataset[key] for key in keys]) for keys in sampler]
+
+
+def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device: str, queue) -> None:
     from meddinov3.pretrain.trainer import Pretrainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = _config(model, stage, batch, device, tmp)
+        config = pretrain_config(model, stage, batch, device, tmp)
         trainer = Pretrainer(config, torch.device(device))
-        dataset = PretrainDataset(build_corpus(config), config, trainer.patch_size)
-        sampler = ShardedBatchSampler(len(dataset), batch, 0, 1, 0, 0, warmup + iters)
         start = time.perf_counter()
-        batches = [collate_multicrop([dataset[key] for key in keys]) for keys in sampler]
+        batches = multicrop_batches(config, trainer.patch_size, batch, warmup + iters)
         data_rate = batch * len(batches) / (time.perf_counter() - start)
 
         sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

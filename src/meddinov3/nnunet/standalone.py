@@ -93,6 +93,7 @@ def standalone_trainer(
     batch_size: int,
     device: torch.device,
     compile_network: bool | None = None,
+    spacing: Sequence[float] = (0.8, 0.8),
 ) -> Any:
     """The method's trainer, initialised (network on `device`, optimiser, loss); call
     `use_nnunet_folders` first. `compile_network` None: nnU-Net's default (on for CUDA)."""
@@ -100,7 +101,7 @@ def standalone_trainer(
 
     if compile_network is not None:
         os.environ["nnUNet_compile"] = "true" if compile_network else "false"
-    plans = standalone_plans(patch_size, batch_size)
+    plans = standalone_plans(patch_size, batch_size, spacing)
     attach_spec(plans, CONFIGURATION, spec)
     plans["continue_training"] = False
     trainer = trainer_class(get_method(spec.method).trainer)(

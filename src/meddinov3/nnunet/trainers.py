@@ -26,8 +26,6 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from meddinov3.precision import around_nnunet, autocast, resolve_precision
-
 from meddinov3.nnunet.methods import RECIPE, get_method, method_of_trainer
 from meddinov3.nnunet.network import build_network, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
@@ -42,6 +40,7 @@ from meddinov3.nnunet.spec import (
     recorded_spec,
     spec_in_plans,
 )
+from meddinov3.precision import around_nnunet, autocast, resolve_precision
 
 
 class ViTSegmentationTrainer(nnUNetTrainer):
