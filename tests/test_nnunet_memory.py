@@ -1,6 +1,6 @@
 """The training-memory model behind `meddinov3 plan --gpu-memory`: the allocation tracker counted by
-hand, the model's arithmetic, and its estimates against PyTorch's own memory tracker over real
-nnU-Net training steps at 224 and 448 (single- and multi-scale)."""
+hand, the model's arithmetic, and its estimates against PyTorch's own memory tracker (MemTracker)
+over real nnU-Net training steps at 224 and 448, single- and multi-scale."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
 from meddinov3.nnunet.standalone import standalone_trainer, synthetic_batch, use_nnunet_folders
 
 NUM_CLASSES = 16  # AMOS22: 15 organs + background
+# Issue 12 asks for 15%. The model lands within 2% (narrow) and 0.4% (ViT-B/16); at 5% an estimate
+# that leaves out the backward pass's transients fails the single-scale cases (0.93 of the tracked
+# peak; 0.95 multi-scale), at 15% it would pass them all.
+TOLERANCE = 0.05
 NARROW = {"embed_dim": 96, "num_heads": 2, "depth": 4}  # ViT-B/16's layout, an eighth of its width, 4 blocks
 
 
@@ -94,17 +98,16 @@ def _estimate_against_tracked_peak(multiscale: bool, side: int, batch_size: int,
 
 @pytest.mark.parametrize("multiscale", [True, False], ids=["multi-scale", "single-scale"])
 @pytest.mark.parametrize("side, batch_size", [(224, 6), (448, 2)])
-def test_estimate_within_15_percent_of_the_tracked_peak(nnunet_folders, multiscale, side, batch_size):
+def test_estimate_within_5_percent_of_the_tracked_peak(nnunet_folders, multiscale, side, batch_size):
     estimate, peak = _estimate_against_tracked_peak(multiscale, side, batch_size, **NARROW)
-    print(f"narrow ViT {side}, batch {batch_size}: estimate {estimate / 2**20:.0f} MiB, tracked {peak / 2**20:.0f} MiB")
-    assert abs(estimate / peak - 1) <= 0.15, f"estimate {estimate / 2**20:.0f} MiB, tracked {peak / 2**20:.0f} MiB"
+    assert abs(estimate / peak - 1) <= TOLERANCE, f"estimate {estimate / 2**20:.0f} MiB, tracked {peak / 2**20:.0f} MiB"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("multiscale", [True, False], ids=["multi-scale", "single-scale"])
 @pytest.mark.parametrize("side, batch_size", [(224, 8), (448, 2)])
-def test_vitb16_estimate_within_15_percent_of_the_tracked_peak(nnunet_folders, multiscale, side, batch_size):
+def test_vitb16_estimate_within_5_percent_of_the_tracked_peak(nnunet_folders, multiscale, side, batch_size):
     estimate, peak = _estimate_against_tracked_peak(multiscale, side, batch_size)
     print(f"ViT-B/16 {'multi' if multiscale else 'single'}-scale {side}, batch {batch_size}: "
           f"estimate {estimate / 2**20:.0f} MiB, tracked peak {peak / 2**20:.0f} MiB ({estimate / peak:.3f})")
-    assert abs(estimate / peak - 1) <= 0.15
+    assert abs(estimate / peak - 1) <= TOLERANCE

@@ -42,14 +42,12 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager:
 
 
 def around_nnunet(precision: str, device: torch.device) -> AbstractContextManager:
-    """Run nnU-Net code (train_step, validation_step, sliding-window prediction) at `precision`.
+    """Run nnU-Net's inference code (validation_step, sliding-window prediction) at `precision`.
 
-    On CUDA nnU-Net opens `torch.autocast("cuda")` itself around exactly the forward pass and the
-    loss, taking the dtype that is current when it does: set here, switched off, so that nnU-Net's
-    own context runs in `precision` (float32 makes it a no-op) and the backward pass stays outside
-    autocast. Elsewhere nnU-Net never autocasts, so the context is switched on here; the backward
-    pass then runs inside it, which only matters for ops that autocast lists (none take fp32
-    gradients from a bf16 forward).
+    On CUDA nnU-Net opens `torch.autocast("cuda")` itself, taking the dtype that is current when
+    it does: set here, with autocast switched off, so that nnU-Net's own context runs in
+    `precision` (float32 makes it a no-op). Elsewhere nnU-Net never autocasts, so the context is
+    switched on here. (Training steps autocast themselves: see the trainers' `train_step`.)
     """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=DTYPES[precision], enabled=False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -67,6 +68,8 @@ class Line:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Training memory at one patch size, for any batch size."""
+
     trainable_weights: int
     frozen_weights: int
     fixed: float  # activation bytes that do not grow with the batch
@@ -173,10 +176,26 @@ def activation_peak_bytes(
     return tracker.peak
 
 
-def estimate_training_memory(
-    network: nn.Module, patch_size: tuple[int, int], num_classes: int, precision: str = "bf16"
-) -> MemoryEstimate:
-    """Estimate for training `network` (a MedDINOv3 segmenter, on the CPU) on `patch_size` patches.
+@dataclass(frozen=True)
+class MemoryModel:
+    """A network's training memory at any patch size: its weights, and each activation term as a
+    line in the patch's pixel count."""
+
+    trainable_weights: int
+    frozen_weights: int
+    fixed: Line
+    per_sample: Line
+    per_branch_sample: Line
+    drop_path_rate: float
+
+    def at(self, patch_size: tuple[int, int]) -> MemoryEstimate:
+        pixels = patch_size[0] * patch_size[1]
+        return MemoryEstimate(self.trainable_weights, self.frozen_weights, self.fixed(pixels),
+                              self.per_sample(pixels), self.per_branch_sample(pixels), self.drop_path_rate)
+
+
+def measure_memory_model(network: nn.Module, num_classes: int, precision: str = "bf16") -> MemoryModel:
+    """The memory model of training `network` (a MedDINOv3 segmenter, on the CPU) at `precision`.
 
     At each measured size, batches of 1 to 4 samples (1, 1, 2, 3 of them through the branches at
     the recipe's p = 0.2) separate the three activation terms by least squares."""
@@ -189,17 +208,23 @@ def estimate_training_memory(
         peaks = [activation_peak_bytes(network, b, side, num_classes, precision) for b in batches]
         terms.append(np.linalg.lstsq(design, np.array(peaks, dtype=float), rcond=None)[0])
     pixels = tuple(side * side for side in MEASURED_SIDES)
-    fixed, per_sample, per_branch = (
-        Line.through(pixels, (float(first), float(second)))(patch_size[0] * patch_size[1]) for first, second in zip(*terms)
-    )
+    fixed, per_sample, per_branch = (Line.through(pixels, (float(a), float(b))) for a, b in zip(*terms))
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in network.parameters() if not p.requires_grad)
-    return MemoryEstimate(trainable, frozen, fixed, per_sample, per_branch, rate)
+    return MemoryModel(trainable, frozen, fixed, per_sample, per_branch, rate)
 
 
-def paper_network_estimate(patch_size: int, num_classes: int, in_channels: int) -> MemoryEstimate:
-    """Estimate for the paper's network as the trainer builds it: the multi-scale ViT-B/16 with
-    the fine-tuning recipe's stochastic depth (the largest of the ViT methods)."""
+def estimate_training_memory(
+    network: nn.Module, patch_size: tuple[int, int], num_classes: int, precision: str = "bf16"
+) -> MemoryEstimate:
+    """Estimate for training `network` (on the CPU) on `patch_size` patches at `precision`."""
+    return measure_memory_model(network, num_classes, precision).at(patch_size)
+
+
+@lru_cache(maxsize=8)
+def paper_network_model(num_classes: int, in_channels: int) -> MemoryModel:
+    """The memory model of the paper's network as the trainer builds it: the multi-scale
+    ViT-B/16 with the fine-tuning recipe's stochastic depth (the largest of the ViT methods)."""
     from meddinov3.backbone import preset_config
     from meddinov3.nnunet.methods import RECIPE
     from meddinov3.nnunet.network import build_network
@@ -207,8 +232,11 @@ def paper_network_estimate(patch_size: int, num_classes: int, in_channels: int) 
 
     config = preset_config("meddinov3_vitb16", drop_path_rate=RECIPE.drop_path_rate)
     spec = NetworkSpec("meddinov3", config.to_dict(), True, default_interaction_layers(config.depth))
-    network = build_network(spec, in_channels, num_classes)
-    return estimate_training_memory(network, (patch_size, patch_size), num_classes)
+    return measure_memory_model(build_network(spec, in_channels, num_classes), num_classes)
+
+
+def paper_network_estimate(patch_size: int, num_classes: int, in_channels: int) -> MemoryEstimate:
+    return paper_network_model(num_classes, in_channels).at((patch_size, patch_size))
 
 
 def tracked_training_peak(trainer, batch: dict[str, torch.Tensor], steps: int = 2) -> int:
