@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import math
 import multiprocessing as mp
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -76,13 +78,25 @@ def model_flops(network: torch.nn.Module, data: torch.Tensor, precision: str) ->
     return counter.get_total_flops()
 
 
+@lru_cache(maxsize=4)
+def memory_model(spec_json: str, num_classes: int, precision: str):
+    """The plan's memory model of a network (measured on the CPU; fp16 stores what bf16 does, and
+    CPUs run fp16 slowly)."""
+    from meddinov3.nnunet.memory import measure_memory_model
+    from meddinov3.nnunet.network import build_network
+    from meddinov3.nnunet.spec import NetworkSpec
+
+    network = build_network(NetworkSpec.from_dict(json.loads(spec_json)), 1, num_classes)
+    return measure_memory_model(network, num_classes, "fp32" if precision == "fp32" else "bf16")
+
+
 def measure_train_steps(
     spec, side: int, num_classes: int, batch_size: int, device: torch.device, compile_network: bool | None,
     steps: int, warmup: int, track_cpu_memory: bool = True,
 ) -> StepMeasurement:
     """Time the trainer's real train_step; raises if a loss is not finite."""
-    from meddinov3.nnunet.memory import estimate_training_memory, tracked_training_peak
-    from meddinov3.nnunet.network import build_network, unwrap
+    from meddinov3.nnunet.memory import tracked_training_peak
+    from meddinov3.nnunet.network import unwrap
     from meddinov3.nnunet.standalone import standalone_trainer, synthetic_batch, use_nnunet_folders
 
     use_nnunet_folders(tempfile.mkdtemp(prefix="meddinov3_bench_"))
@@ -91,8 +105,7 @@ def measure_train_steps(
     network = unwrap(trainer.network)
     if compile_network and trainer.network is network:  # nnU-Net compiles on CUDA only; do what it does there
         trainer.network = torch.compile(trainer.network)
-    on_cpu = build_network(spec, trainer.num_input_channels, num_classes)
-    estimate = estimate_training_memory(on_cpu, (side, side), num_classes, trainer.precision).total_bytes(batch_size)
+    estimate = memory_model(json.dumps(spec.to_dict()), num_classes, trainer.precision).at((side, side))
     dtypes: list[torch.dtype] = []
     network.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
     batch = synthetic_batch(trainer)
@@ -120,8 +133,8 @@ def measure_train_steps(
     else:
         peak = tracked_training_peak(trainer, batch) if track_cpu_memory else None
     compiled = trainer.network is not network
-    return StepMeasurement(seconds, batch_size / seconds, flops, peak, estimate, warmup_seconds, dtypes[-1],
-                           trainer.precision, compiled)
+    return StepMeasurement(seconds, batch_size / seconds, flops, peak, estimate.total_bytes(batch_size), warmup_seconds,
+                           dtypes[-1], trainer.precision, compiled)
 
 
 def _measure(args: argparse.Namespace, size: int, multiscale: bool, queue) -> None:

@@ -3,17 +3,17 @@
     python benchmarks/gpu_check.py            # one CUDA GPU; under 8 minutes on an H100/H200
     python benchmarks/gpu_check.py --small    # any machine, small sizes: every path runs end to end
 
-Rows, cheapest first (each reports its own failure and the script goes on; rows left when the
-time budget is spent are marked skipped):
+Rows, the training step first (each reports its own failure and the script goes on; rows left
+when the time budget is spent are marked skipped; `--rows` reruns a selection):
 - precision: the trainer's train_step and validation_step (and through it nnU-Net's own CUDA
   autocast) at bf16, fp16 and fp32: the network's output dtype must be that precision.
-- forward <side>: backbone forward of ViT-B/16 (eval, bf16 autocast) at 224, 512 and 896.
 - train: the trainer's real train_step, as `meddinov3 train` runs it (nnU-Net's trainer with the
   recipe, the precision's autocast and gradient scaler, torch.compile where nnU-Net compiles),
   for multi-scale ViT-B/16 at 896 with the batch `meddinov3 plan --gpu-memory` plans for this card
-  (at most nnU-Net's usual 12): bf16 eager, bf16 compiled, fp16 compiled. Peak memory
+  (at most nnU-Net's usual 12): bf16 eager, then bf16 and fp16 compiled. Peak memory
   (torch.cuda.max_memory_allocated; on a CPU PyTorch's memory tracker, eager rows only) against
   the plan's estimate.
+- forward <side>: backbone forward of ViT-B/16 (eval, bf16 autocast) at 224, 512 and 896.
 - pretrain: one stage-1 iteration of ViT-B/16 (2 global 256 + 8 local 112 crops, DINO + iBOT +
   KoLeo heads, EMA teacher) at the per-GPU batch of the DINOv3 ViT-B recipe (64).
 - predict: `meddinov3 predict` of a 512 x 512 x 100 CT volume at 2d_896 (nnU-Net's preprocessing,
@@ -280,9 +280,9 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="small sizes (tiny ViT), for machines without a GPU")
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: looked up)")
-    parser.add_argument("--budget-s", type=float, default=390.0, help="start no row after this many seconds")
-    parser.add_argument("--rows", nargs="+", default=["precision", "forward", "train", "pretrain", "predict", "compiled"],
-                        help="rows to run, in this order (default: all)")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="start no row after this many seconds")
+    parser.add_argument("--rows", nargs="+", default=["precision", "train", "compiled", "forward", "pretrain", "predict"],
+                        help="rows to run, in this order (default: all, training first)")
     args = parser.parse_args()
 
     from meddinov3.devices import pick_device
