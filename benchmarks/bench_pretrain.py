@@ -35,7 +35,8 @@ TINY_CROPS = {
 }
 
 
-def _config(model: str, stage: int, batch: int, device: str, output_dir: str):
+def pretrain_config(model: str, stage: int, batch: int, device: str, output_dir: str):
+    """The stage preset with synthetic CT slices, one process, `batch` images per iteration."""
     from meddinov3.pretrain.config import load_config
 
     overrides = [
@@ -54,18 +55,24 @@ def _config(model: str, stage: int, batch: int, device: str, output_dir: str):
     return load_config(f"stage{stage}", overrides)
 
 
-def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device: str, queue) -> None:
+def multicrop_batches(config, patch_size: int, batch: int, count: int) -> list:
+    """`count` batches from the real multi-crop pipeline, built up front."""
     from meddinov3.pretrain.collate import collate_multicrop
     from meddinov3.pretrain.data import PretrainDataset, ShardedBatchSampler, build_corpus
+
+    dataset = PretrainDataset(build_corpus(config), config, patch_size)
+    sampler = ShardedBatchSampler(len(dataset), batch, 0, 1, 0, 0, count)
+    return [collate_multicrop([dataset[key] for key in keys]) for keys in sampler]
+
+
+def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device: str, queue) -> None:
     from meddinov3.pretrain.trainer import Pretrainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = _config(model, stage, batch, device, tmp)
+        config = pretrain_config(model, stage, batch, device, tmp)
         trainer = Pretrainer(config, torch.device(device))
-        dataset = PretrainDataset(build_corpus(config), config, trainer.patch_size)
-        sampler = ShardedBatchSampler(len(dataset), batch, 0, 1, 0, 0, warmup + iters)
         start = time.perf_counter()
-        batches = [collate_multicrop([dataset[key] for key in keys]) for keys in sampler]
+        batches = multicrop_batches(config, trainer.patch_size, batch, warmup + iters)
         data_rate = batch * len(batches) / (time.perf_counter() - start)
 
         sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -84,7 +91,7 @@ def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device
         else:
             peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         params = sum(p.numel() for p in trainer.student.parameters()) / 1e6
-        queue.put((iters / elapsed, batch * iters / elapsed, data_rate, peak_mib, params, trainer.use_bf16))
+        queue.put((iters / elapsed, batch * iters / elapsed, data_rate, peak_mib, params, trainer.precision))
 
 
 def main() -> None:
@@ -112,8 +119,7 @@ def main() -> None:
         if proc.exitcode != 0:
             print(f"| {stage} | failed (exit {proc.exitcode}) | | | | | |", flush=True)
             continue
-        its, images, data_rate, peak, params, bf16 = queue.get()
-        precision = "bf16 autocast" if bf16 else "fp32"
+        its, images, data_rate, peak, params, precision = queue.get()
         print(f"| {stage} | {params:.1f} | {precision} | {its:.3f} | {images:.1f} | {data_rate:.1f} | {peak:.0f} |", flush=True)
 
 

@@ -191,6 +191,15 @@ def test_softmax_centering_and_bf16_autocast_paths(tmp_path):
     assert objective["dino_center"].abs().sum() > 0 and objective["ibot_center"].abs().sum() > 0
 
 
+def test_fp16_pretraining_scales_the_loss_and_resumes_the_scale(tmp_path):
+    """fp16 (the default on GPUs without bf16) needs loss scaling; its scale is part of the state."""
+    result = train(tiny(tmp_path, "run.precision=fp16", "optim.iterations=2"))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    assert load_checkpoint(tmp_path / "checkpoint.pth")["grad_scaler"]["scale"] > 1
+    with pytest.raises(ValueError, match="run.precision must be one of auto, bf16, fp16, fp32"):
+        tiny(tmp_path, "run.precision=half")
+
+
 def _resume_config(output_dir: Path, *overrides: str):
     # Stochastic depth and RoPE jitter on: the RNG state must survive the restart too.
     return tiny(output_dir, "model.drop_path_rate=0.2", "optim.iterations=8", "run.checkpoint_every=1", "gram.enabled=true",

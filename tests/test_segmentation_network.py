@@ -53,3 +53,43 @@ def test_multichannel_policy_matches_grayscale_on_identical_channels():
     assert net.dino_encoder.patch_embed.proj.in_channels == 2
     assert torch.allclose(net.dino_encoder(x.expand(-1, 2, -1, -1)), reference, atol=1e-5)
     assert net(x.expand(-1, 2, -1, -1)).shape == (1, 2, 32, 32)
+
+
+def _textbook_channel_norm(norm, x):
+    """LayerNorm over channels written out in float64, the definition the decoder must meet."""
+    x = x.double()
+    mean = x.mean(1, keepdim=True)
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    return norm.weight.double()[:, None, None] * (x - mean) / torch.sqrt(var + norm.eps) + norm.bias.double()[:, None, None]
+
+
+def _channel_norm():
+    from meddinov3.segmentation.decoder import ChannelLayerNorm
+
+    torch.manual_seed(0)
+    norm = ChannelLayerNorm(24)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+def test_channel_norm_is_layernorm_over_channels_in_float32():
+    norm = _channel_norm()
+    x = torch.randn(2, 24, 7, 5) * 3 + 1
+    out = norm(x)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert relative_error(out, _textbook_channel_norm(norm, x)) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_channel_norm_keeps_the_activation_dtype_under_autocast(dtype):
+    """Mixed precision stores the norm's output (and the GELU after it) at 2 bytes, not 4; the
+    statistics are float32 inside, so fp16 activations far beyond 256 do not overflow the variance."""
+    norm = _channel_norm()
+    x = torch.randn(2, 24, 7, 5) * 2000
+    with torch.autocast("cpu", dtype=dtype):
+        out = norm(x.to(dtype))
+    assert out.dtype == dtype
+    assert torch.isfinite(out).all()
+    assert relative_error(out, _textbook_channel_norm(norm, x.to(dtype))) <= 1e-2

@@ -3,6 +3,9 @@
 Each head dimension is split in four: a quarter of the frequencies rotates with the row
 coordinate, a quarter with the column coordinate, and the rotation is applied to the two halves
 of the head ("rotate half" convention). Coordinates are patch centres mapped to [-1, 1].
+
+RoPE runs in the dtype of its periods with autocast off: the function is defined in that dtype
+(bfloat16 for MedDINOv3), and fp16 autocast rejects bfloat16 inputs to stack and cat outright.
 """
 
 from __future__ import annotations
@@ -69,17 +72,23 @@ class RopePositionEmbedding(nn.Module):
 
     def forward(self, h: int, w: int) -> tuple[Tensor, Tensor]:
         """(sin, cos), each (h * w, head_dim), in the dtype of the stored periods."""
-        coords = self.patch_coords(h, w)
-        if self.training:
-            coords = self.augment_coords(coords)
-        angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]
-        angles = angles.flatten(1, 2).tile(2)
-        return torch.sin(angles), torch.cos(angles)
+        with torch.autocast(self.periods.device.type, enabled=False):
+            coords = self.patch_coords(h, w)
+            if self.training:
+                coords = self.augment_coords(coords)
+            angles = 2 * math.pi * coords[:, :, None] / self.periods[None, None, :]
+            angles = angles.flatten(1, 2).tile(2)
+            return torch.sin(angles), torch.cos(angles)
 
 
 def rotate_half(x: Tensor) -> Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+    """(first, second) -> (-second, first) over the last axis, as a roll and a sign: unlike chunk and
+    cat, its backward has no op that autocast promotes, which compiled fp16 training would trace
+    (inside fp16 autocast, with bfloat16 gradients) and reject."""
+    half = x.shape[-1] // 2
+    sign = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
+    sign[:half] = -1
+    return x.roll(half, dims=-1) * sign
 
 
 def apply_rope(q: Tensor, k: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -91,8 +100,9 @@ def apply_rope(q: Tensor, k: Tensor, rope: tuple[Tensor, Tensor]) -> tuple[Tenso
     sin, cos = rope
     n_prefix = q.shape[-2] - sin.shape[-2]
     out = []
-    for t in (q, k):
-        work = t.to(sin.dtype)
-        rotated = work[:, :, n_prefix:] * cos + rotate_half(work[:, :, n_prefix:]) * sin
-        out.append(torch.cat((work[:, :, :n_prefix], rotated), dim=-2).to(t.dtype))
+    with torch.autocast(q.device.type, enabled=False):
+        for t in (q, k):
+            work = t.to(sin.dtype)
+            rotated = work[:, :, n_prefix:] * cos + rotate_half(work[:, :, n_prefix:]) * sin
+            out.append(torch.cat((work[:, :, :n_prefix], rotated), dim=-2).to(t.dtype))
     return out[0], out[1]

@@ -15,6 +15,7 @@ from meddinov3.cli_errors import errors_as_one_line
 from meddinov3.nnunet.methods import METHODS
 
 _METHODS_HELP = " | ".join(METHODS)
+_DEVICES_HELP = "auto, cuda, mps or cpu (auto: CUDA, else MPS, else CPU)."
 
 
 def _clear_errors():
@@ -157,7 +158,12 @@ def train(
     save_every: Optional[int] = typer.Option(
         None, min=1, help="Write checkpoint_latest.pth every N epochs (default 50)."
     ),
-    device: str = typer.Option("cuda", help="cuda, cpu or mps."),
+    device: str = typer.Option("cuda", help=_DEVICES_HELP),
+    precision: Optional[str] = typer.Option(
+        None,
+        help="auto | bf16 | fp16 | fp32 for the ViT methods. Default: the run's own when resuming, else auto "
+        "(bf16 on GPUs that have it, fp16 with a gradient scaler on older GPUs, fp32 elsewhere).",
+    ),
     continue_training: bool = typer.Option(False, "--continue", help="Resume from the fold's latest checkpoint."),
     validation_only: bool = typer.Option(False, "--validation-only", help="Only rerun the final validation."),
     validate: bool = typer.Option(
@@ -198,6 +204,7 @@ def train(
             val_iterations_per_epoch=val_iterations_per_epoch,
             save_every=save_every,
             device=device,
+            precision=precision,
             continue_training=continue_training,
             validation_only=validation_only,
             validate=validate,
@@ -217,7 +224,12 @@ def predict(
     model: Path = typer.Option(..., "-m", "--model", help="Trained model folder (<Trainer>__<plans>__<config>)."),
     fold: list[str] = typer.Option(["0"], "--fold", help="Fold(s) to ensemble (repeatable; 'all' for fold_all)."),
     checkpoint: str = typer.Option("checkpoint_final.pth", help="Checkpoint file name inside each fold."),
-    device: str = typer.Option("cpu", help="cuda, cpu or mps."),
+    device: str = typer.Option("auto", help=_DEVICES_HELP),
+    precision: Optional[str] = typer.Option(
+        None,
+        help="auto | bf16 | fp16 | fp32. Default: what the model was trained at (fp16 where a GPU lacks "
+        "bf16); pass fp32 on CPUs without bfloat16 units, where bf16 is emulated slowly.",
+    ),
     overwrite: bool = typer.Option(False, help="Redo cases whose output already exists."),
     mirroring: bool = typer.Option(True, help="Test-time mirroring (nnU-Net default)."),
     step_size: float = typer.Option(0.5, min=0.1, max=1.0, help="Sliding-window step as a fraction of the patch."),
@@ -233,7 +245,7 @@ def predict(
 
         folds = [_fold_value(f) for f in fold]
         written = run_prediction(
-            input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress
+            input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress, precision
         )
     for path in written:
         typer.echo(f"wrote {path}")

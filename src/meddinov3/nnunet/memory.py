@@ -1,56 +1,146 @@
-"""GPU memory that training a segmentation network takes, to plan a batch size that fits.
+"""GPU memory that training a ViT segmentation network takes, to plan a batch size that fits.
 
-Activations are measured, not modelled: the real network runs one forward pass on the CPU under
-bfloat16 autocast (nnU-Net trains with autocast on GPUs) while a saved-tensors hook adds up the
-storage autograd keeps for the backward pass. Two passes, at batch 1 and 2, separate what grows
-with the batch from what does not (autocast's bf16 copies of the weights). Weights, gradients
-and AdamW's two moments add 16 bytes per trainable parameter (4 per frozen one). The backward
-pass and the loss briefly hold more than the forward leaves behind: against PyTorch's own memory
-tracker (torch.distributed._tools.mem_tracker) over whole AdamW training steps on the CPU, the
-per-sample peak was 1.10x (single-scale) and 1.20x (multi-scale) the saved activations of ViT-B/16
-at 448 x 448, hence TRANSIENT_FACTOR; the CUDA context and fragmentation take the rest of the GPU.
+A training step peaks at one of two moments:
+- early in the backward pass: the weights and AdamW's two moments (12 bytes per trainable weight;
+  nnU-Net frees the gradients before every forward pass) plus the activations autograd saved and
+  the first gradients flowing back through them;
+- in the optimiser step: weights, gradients and moments (16 bytes per trainable weight); AdamW
+  is fused on GPUs and goes one tensor at a time on CPUs, so its temporaries are small.
+
+Activations are measured, not modelled: a dispatch-level tracker adds up every storage allocated
+(and subtracts it when freed) over a forward pass under bf16 autocast (or the precision asked for), nnU-Net's Dice + CE loss
+and a backward pass to the input image (no weight gradients: what it sees is activations and
+their gradients), on the CPU, at two small patch sizes. Everything an activation holds is per
+pixel or per token (flash attention keeps no token x token matrix), so each term is a straight
+line in the pixel count, extrapolated to the planned size: seconds at 896 instead of a forward
+pass at 896, which took 27 minutes and more than 21 GB of RAM. `plan --gpu-memory` plans for
+bf16, the default on GPUs (fp16 stores the same bytes; fp32 about twice the activations).
+
+Three terms, because DINOv3's stochastic depth runs each block's residual branches on only
+max(int(b * (1 - p)), 1) of the b samples in a batch (see `Block._add_on_subset`): activations
+that do not grow with the batch (autocast's bf16 copies of the weights, RoPE tables), those of
+every sample (residual stream, decoder, loss), and those of every sample through the branches.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 GIB = 2**30
-TRANSIENT_FACTOR = 1.25
 # Share of the GPU that a plan may fill: the CUDA context, cuDNN workspaces and fragmentation.
 USABLE_FRACTION = 0.9
+# Patch sides the activations are measured at: small, so that ViT-B/16 runs them in seconds on a
+# CPU. Lines through (32, 64) and through (64, 128) predict the same bytes at 224 to 0.1%.
+MEASURED_SIDES = (32, 64)
+MEASURED_BATCHES = (1, 2, 3, 4)
+# nnU-Net's loss settings for a label map (nnUNetTrainer._build_loss without regions or ignore label).
+_DICE_SETTINGS = {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}
+
+
+def samples_through_branches(batch_size: int, drop_path_rate: float) -> int:
+    """How many samples of a batch DINOv3's batch-subset stochastic depth sends through a branch."""
+    return max(int(batch_size * (1 - drop_path_rate)), 1) if drop_path_rate > 0 else batch_size
+
+
+@dataclass(frozen=True)
+class Line:
+    """bytes = at_zero + per_pixel * pixels of the patch."""
+
+    at_zero: float
+    per_pixel: float
+
+    def __call__(self, pixels: int) -> float:
+        return self.at_zero + self.per_pixel * pixels
+
+    @classmethod
+    def through(cls, x: tuple[int, int], y: tuple[float, float]) -> "Line":
+        slope = (y[1] - y[0]) / (x[1] - x[0])
+        return cls(y[0] - slope * x[0], slope)
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    fixed_bytes: int  # weights, gradients, optimiser state, saved tensors that do not grow with the batch
-    per_sample_bytes: int  # saved activations per sample (before TRANSIENT_FACTOR)
+    """Training memory at one patch size, for any batch size."""
+
+    trainable_weights: int
+    frozen_weights: int
+    fixed: float  # activation bytes that do not grow with the batch
+    per_sample: float  # ... that grow with every sample
+    per_branch_sample: float  # ... that grow with every sample through the residual branches
+    drop_path_rate: float
 
     @property
-    def peak_bytes_per_sample(self) -> float:
-        return self.per_sample_bytes * TRANSIENT_FACTOR
+    def weight_state_bytes(self) -> int:
+        """fp32 weights, AdamW's two moments and the gradient of every trainable weight."""
+        return 16 * self.trainable_weights + 4 * self.frozen_weights
+
+    def activation_bytes(self, batch_size: int) -> float:
+        branch_samples = samples_through_branches(batch_size, self.drop_path_rate)
+        return self.fixed + batch_size * self.per_sample + branch_samples * self.per_branch_sample
 
     def total_bytes(self, batch_size: int) -> float:
         """Estimated peak memory of a training step at `batch_size`."""
-        return self.fixed_bytes + batch_size * self.peak_bytes_per_sample
+        backward = self.weight_state_bytes - 4 * self.trainable_weights + self.activation_bytes(batch_size)
+        return max(backward, self.weight_state_bytes)
 
     def largest_batch(self, gpu_memory_gib: float) -> int:
         """The largest batch whose estimate fits the usable share of the GPU (0 if none does)."""
-        usable = gpu_memory_gib * GIB * USABLE_FRACTION - self.fixed_bytes
-        return max(int(usable // self.peak_bytes_per_sample), 0)
+        usable = gpu_memory_gib * GIB * USABLE_FRACTION
+        batch = 0
+        while self.total_bytes(batch + 1) <= usable:
+            batch += 1
+        return batch
 
 
-def parameter_state_bytes(network: nn.Module) -> int:
-    """fp32 weights, plus gradient and AdamW's two moments for each trainable weight."""
-    return sum(p.numel() * (16 if p.requires_grad else 4) for p in network.parameters())
+def _dice_ce_loss() -> nn.Module:
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    return DC_and_CE_loss(_DICE_SETTINGS, {}, weight_ce=1, weight_dice=1, ignore_label=None,
+                          dice_class=MemoryEfficientSoftDiceLoss)
+
+
+class StorageTracker(TorchDispatchMode):
+    """Bytes of the storages that operators allocate while this mode is active, live and at the peak.
+
+    An operator output's storage counts once, when it first appears, unless it belongs to one of
+    the operator's inputs (views, in-place results, and so tensors made before, like the weights),
+    and is given back when PyTorch frees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._counted: weakref.WeakSet = weakref.WeakSet()
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            if id(storage) not in inputs and storage not in self._counted:
+                self._counted.add(storage)
+                self.live += storage.nbytes()
+                weakref.finalize(storage, self._free, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
 
 
 def saved_activation_bytes(network: nn.Module, batch: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves for backward in one bf16-autocast forward pass,
-    not counting the parameters themselves (they are in `parameter_state_bytes`)."""
+    """Bytes of the distinct storages autograd saves for backward in one bf16-autocast forward pass
+    (the weights themselves excluded), and of the output."""
     parameter_storages = {p.untyped_storage().data_ptr() for p in network.parameters()}
     saved: dict[int, int] = {}
 
@@ -66,18 +156,109 @@ def saved_activation_bytes(network: nn.Module, batch: torch.Tensor) -> int:
     return sum(saved.values()) + output.numel() * output.element_size()
 
 
-def estimate_training_memory(network: nn.Module, patch_size: tuple[int, int], in_channels: int) -> MemoryEstimate:
+def activation_peak_bytes(
+    network: nn.Module, batch_size: int, side: int, num_classes: int, precision: str = "bf16"
+) -> int:
+    """Peak bytes allocated over a forward pass at `precision`, the Dice + CE loss and a backward
+    pass to the input (activations and their gradients; no weight gradients), for a random batch
+    of side x side slices."""
+    from meddinov3.precision import autocast
+
+    in_channels = network.dino_encoder.patch_embed.proj.in_channels
+    # A CT slice is one channel (the network repeats it to the 3 the backbone was pretrained on).
+    data = torch.randn(batch_size, 1 if in_channels == 3 else in_channels, side, side, requires_grad=True)
+    target = torch.randint(0, num_classes, (batch_size, 1, side, side)).float()
+    loss_fn = _dice_ce_loss()
+    with StorageTracker() as tracker:
+        with autocast(precision, data.device):
+            loss = loss_fn(network(data), target)
+        torch.autograd.grad(loss, data)
+    return tracker.peak
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """A network's training memory at any patch size: its weights, and each activation term as a
+    line in the patch's pixel count."""
+
+    trainable_weights: int
+    frozen_weights: int
+    fixed: Line
+    per_sample: Line
+    per_branch_sample: Line
+    drop_path_rate: float
+
+    def at(self, patch_size: tuple[int, int]) -> MemoryEstimate:
+        pixels = patch_size[0] * patch_size[1]
+        return MemoryEstimate(self.trainable_weights, self.frozen_weights, self.fixed(pixels),
+                              self.per_sample(pixels), self.per_branch_sample(pixels), self.drop_path_rate)
+
+
+def measure_memory_model(network: nn.Module, num_classes: int, precision: str = "bf16") -> MemoryModel:
+    """The memory model of training `network` (a MedDINOv3 segmenter, on the CPU) at `precision`.
+
+    At each measured size, batches of 1 to 4 samples (1, 1, 2, 3 of them through the branches at
+    the recipe's p = 0.2) separate the three activation terms by least squares."""
     network = network.train()
-    one, two = (saved_activation_bytes(network, torch.randn(n, in_channels, *patch_size)) for n in (1, 2))
-    per_sample = two - one
-    return MemoryEstimate(fixed_bytes=parameter_state_bytes(network) + one - per_sample, per_sample_bytes=per_sample)
+    rate = max(block.drop_path for block in network.dino_encoder.blocks)
+    batches = MEASURED_BATCHES
+    design = np.array([[1.0, b, samples_through_branches(b, rate)] for b in batches])
+    terms = []
+    for side in MEASURED_SIDES:
+        peaks = [activation_peak_bytes(network, b, side, num_classes, precision) for b in batches]
+        terms.append(np.linalg.lstsq(design, np.array(peaks, dtype=float), rcond=None)[0])
+    pixels = tuple(side * side for side in MEASURED_SIDES)
+    fixed, per_sample, per_branch = (Line.through(pixels, (float(a), float(b))) for a, b in zip(*terms))
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in network.parameters() if not p.requires_grad)
+    return MemoryModel(trainable, frozen, fixed, per_sample, per_branch, rate)
+
+
+def estimate_training_memory(
+    network: nn.Module, patch_size: tuple[int, int], num_classes: int, precision: str = "bf16"
+) -> MemoryEstimate:
+    """Estimate for training `network` (on the CPU) on `patch_size` patches at `precision`."""
+    return measure_memory_model(network, num_classes, precision).at(patch_size)
+
+
+@lru_cache(maxsize=8)
+def paper_network_model(num_classes: int, in_channels: int) -> MemoryModel:
+    """The memory model of the paper's network as the trainer builds it: the multi-scale
+    ViT-B/16 with the fine-tuning recipe's stochastic depth (the largest of the ViT methods)."""
+    from meddinov3.backbone import preset_config
+    from meddinov3.nnunet.methods import get_method
+    from meddinov3.nnunet.network import build_network
+    from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
+
+    config = preset_config("meddinov3_vitb16", **get_method("meddinov3").recipe.backbone)
+    spec = NetworkSpec("meddinov3", config.to_dict(), True, default_interaction_layers(config.depth))
+    return measure_memory_model(build_network(spec, in_channels, num_classes), num_classes)
 
 
 def paper_network_estimate(patch_size: int, num_classes: int, in_channels: int) -> MemoryEstimate:
-    """Estimate for the paper's network, the multi-scale ViT-B/16 (the largest of the ViT methods)."""
-    from meddinov3.backbone import build_backbone
-    from meddinov3.segmentation import build_segmenter
+    return paper_network_model(num_classes, in_channels).at((patch_size, patch_size))
 
-    network = build_segmenter(build_backbone("vitb16"), num_classes, multiscale=True, in_channels=in_channels)
-    network.dino_encoder.mask_token.requires_grad_(False)
-    return estimate_training_memory(network, (patch_size, patch_size), in_channels)
+
+def tracked_training_peak(trainer, batch: dict[str, torch.Tensor], steps: int = 2) -> int:
+    """Peak bytes of a real training step on the CPU, by PyTorch's own memory tracker (weights,
+    gradients, AdamW state, activations, temporaries). The first step creates AdamW's state, so
+    the last of `steps` is the one measured. The tracker cannot hook frozen parameters: the mask
+    token, frozen because no forward pass of a segmentation network uses it, is made trainable
+    while tracking (the optimiser does not hold it, and it never gets a gradient)."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from meddinov3.nnunet.network import unwrap
+
+    mask_token = unwrap(trainer.network).dino_encoder.mask_token
+    tracker = MemTracker()
+    mask_token.requires_grad_(True)
+    try:
+        tracker.track_external(trainer.network, trainer.optimizer)
+        with tracker:
+            for step in range(steps):
+                trainer.train_step(batch)
+                if step < steps - 1:
+                    tracker.reset_mod_stats()
+    finally:
+        mask_token.requires_grad_(False)
+    return sum(device["Total"] for device in tracker.get_tracker_snapshot("peak").values())

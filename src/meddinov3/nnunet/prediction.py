@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -132,7 +132,7 @@ def load_predictor(
     model_dir: str | os.PathLike,
     folds: Sequence[int | str] = (0,),
     checkpoint_name: str = "checkpoint_final.pth",
-    device: str = "cpu",
+    device: str = "auto",
     tile_step_size: float = 0.5,
     use_mirroring: bool = True,
 ) -> Any:
@@ -142,6 +142,7 @@ def load_predictor(
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from meddinov3.devices import pick_device
     from meddinov3.nnunet.checkpoints import network_state, read_nnunet_checkpoint
     from meddinov3.nnunet.trainers import trainer_class
 
@@ -159,7 +160,7 @@ def load_predictor(
     parameters = [network_state(c) for c in checkpoints]
     network.load_state_dict(parameters[0])
 
-    torch_device = torch.device(device)
+    torch_device = pick_device(device)
     predictor = nnUNetPredictor(
         tile_step_size=tile_step_size,
         use_gaussian=True,
@@ -180,15 +181,35 @@ def load_predictor(
     return predictor
 
 
-def _segment_case(predictor: Any, case: Case, output: Path) -> None:
+def prediction_precision(predictor: Any, requested: str | None = None) -> str | None:
+    """`requested`, else the precision the model was trained at (recorded in its network spec),
+    else None: nnU-Net's own choice, for models without a record (fp16 autocast on CUDA)."""
+    from meddinov3.nnunet.spec import spec_in_configuration
+    from meddinov3.precision import default_precision, resolve_precision
+
+    if requested is not None:
+        return resolve_precision(requested, predictor.device)
+    spec = spec_in_configuration(predictor.configuration_manager.configuration)
+    if spec is None or spec.precision is None:
+        return None
+    try:
+        return resolve_precision(spec.precision, predictor.device)
+    except ValueError:  # trained in bf16, predicted on a GPU without it
+        return default_precision(predictor.device)
+
+
+def _segment_case(predictor: Any, case: Case, output: Path, precision: str | None) -> None:
     import torch
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    from meddinov3.precision import around_nnunet
 
     preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
     data, _, properties = preprocessor.run_case(
         case.files, None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
     )
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+    with around_nnunet(precision, predictor.device) if precision else nullcontext():
+        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
     segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
         logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, properties
     )
@@ -211,18 +232,19 @@ def predict(
     model_dir: str | os.PathLike,
     folds: Sequence[int | str] = (0,),
     checkpoint_name: str = "checkpoint_final.pth",
-    device: str = "cpu",
+    device: str = "auto",
     overwrite: bool = False,
     use_mirroring: bool = True,
     tile_step_size: float = 0.5,
     show_progress: bool = True,
+    precision: str | None = None,
 ) -> list[Path]:
     """Segment every case under `input_path` into `output_folder`/<case><file ending>.
 
     Paths, the output folder and every input file are checked before torch and nnU-Net load.
     Existing outputs are kept unless `overwrite`, so an interrupted run continues where it
     stopped; with `overwrite`, an earlier label map is renamed *.stale until its case is redone.
-    Returns the written label maps.
+    `precision` None: the model's own (see `prediction_precision`). Returns the written label maps.
     """
     from rich.progress import Progress
 
@@ -238,12 +260,14 @@ def predict(
         check_inputs(todo)
         if todo:
             predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
+            precision = prediction_precision(predictor, precision)
+            print(f"predicting on {predictor.device.type} ({precision or 'nnU-Net default precision'})")
         # With overwrite, an earlier label map stays only as *.stale until its case is redone.
         mark_stale(out, [f"{case.name}{ending}" for case in todo])
         progress = stack.enter_context(Progress(disable=not show_progress))
         task = progress.add_task("segmenting", total=len(todo))
         for case in todo:
-            _segment_case(predictor, case, out / f"{case.name}{ending}")
+            _segment_case(predictor, case, out / f"{case.name}{ending}", precision)
             (out / f"{case.name}{ending}{STALE_SUFFIX}").unlink(missing_ok=True)
             progress.advance(task)
     return [out / f"{case.name}{ending}" for case in cases]

@@ -1,6 +1,6 @@
-"""What a trained model needs to rebuild its network, stored inside nnU-Net's own plans.
+"""What a trained model needs to rebuild and run its network, stored inside nnU-Net's own plans.
 
-The spec (method, backbone architecture, decoder layers) is written into the configuration the
+The spec (method, backbone architecture, decoder layers, numeric precision) is written into the configuration the
 trainer runs (`plans["configurations"][name]["meddinov3"]`). nnU-Net saves those plans next to
 the model (plans.json) and in every checkpoint, and hands them to the trainer's static
 `build_network_architecture`, so training, resuming, validation, `meddinov3 predict` and
@@ -45,6 +45,9 @@ class NetworkSpec:
     pretrained_weights: str | None = None
     # "default" or "release" (`--recipe`): which of the method's recipes trains it.
     recipe: str = "default"
+    # bf16 / fp16 / fp32 (`meddinov3.precision`): what training ran at, and what validation and
+    # prediction use unless told otherwise. None until a trainer resolves it for its device.
+    precision: str | None = None
 
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig.from_dict(self.backbone)

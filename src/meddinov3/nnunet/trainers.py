@@ -1,14 +1,17 @@
 """nnU-Net v2 trainers for the MedDINOv3 methods: thin subclasses of nnU-Net's own trainer.
 
 Everything not listed here (data loading, augmentation, Dice + CE loss, foreground
-oversampling, mixed precision, gradient clipping, checkpoints, validation, DDP) is nnU-Net's.
-What differs, all read from the method's `Recipe` (`methods.py`):
+oversampling, checkpoints, validation, DDP) is nnU-Net's. What differs, read from the method's
+`Recipe` (`methods.py`) and network spec:
 - the network: a DINOv3 ViT with a (multi-scale) Primus decoder, built from the network spec
   stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly (the
   release recipe of the DINOv3 arms: non-strictly, as the release does);
 - the optimiser: AdamW, betas (0.9, 0.98), weight decay 5e-2, separate encoder and decoder
   learning rates, each decaying linearly to zero over the epochs;
-- no deep supervision.
+- no deep supervision;
+- numeric precision (bf16 by default on GPUs that have it, no gradient scaler; fp16 with nnU-Net's
+  scaler; fp32), recorded in the spec and applied on every device: nnU-Net itself autocasts
+  (fp16) on CUDA only.
 
 Users of `nnUNetv2_train` reach these classes through nnU-Net's `nnUNet_extTrainer` plugin
 folder (see `plugin/`); `meddinov3 train` constructs them directly.
@@ -30,6 +33,7 @@ from meddinov3.nnunet.methods import Recipe, get_method, method_of_trainer
 from meddinov3.nnunet.network import build_network, freeze_parts, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
 from meddinov3.nnunet.optim import PolyLRPerGroup, build_optimizer
+from meddinov3.precision import around_nnunet, autocast, resolve_precision
 from meddinov3.nnunet.spec import (
     RECIPE_ENV,
     WEIGHTS_ENV,
@@ -41,6 +45,7 @@ from meddinov3.nnunet.spec import (
     recorded_spec,
     spec_in_plans,
 )
+from meddinov3.precision import around_nnunet, autocast, resolve_precision
 
 
 class RecipeTrainer(AtomicCheckpoints, nnUNetTrainer):
@@ -87,6 +92,23 @@ class ViTSegmentationTrainer(RecipeTrainer):
 
     # Off when a checkpoint is about to overwrite every weight anyway (resuming).
     load_pretrained_weights = True
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ):
+        # The precision this device runs goes into the spec before nnU-Net copies the plans, so
+        # validation and prediction of the saved model use it too.
+        spec = self._spec_for(plans, configuration)
+        spec.precision = resolve_precision(spec.precision, device)
+        attach_spec(plans, configuration, spec)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.precision = spec.precision
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
     @classmethod
     def recipe_for_plans(cls, plans: dict, configuration: str) -> Recipe:
@@ -151,6 +173,35 @@ class ViTSegmentationTrainer(RecipeTrainer):
                 f"Loaded non-strictly, as the release does: dropped {len(dropped)} tensors of {source} that its "
                 f"network lacks: {', '.join(dropped)}"
             )
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step at `self.precision` on every device. nnU-Net's own autocasts (in fp16)
+        on CUDA only; here autocast covers the forward pass and the loss everywhere, the backward
+        pass stays outside it, and only fp16 goes through the gradient scaler."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"].to(self.device, non_blocking=True)  # one tensor: no deep supervision
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.precision, self.device):
+            loss = self.loss(self.network(data), target)
+        if self.grad_scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.recipe.grad_clip)
+            self.optimizer.step()
+        else:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.recipe.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        with around_nnunet(self.precision, self.device):
+            return super().validation_step(batch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        with around_nnunet(self.precision, self.device):
+            super().perform_actual_validation(save_probabilities)
 
 
 class MedDINOv3Trainer(ViTSegmentationTrainer):

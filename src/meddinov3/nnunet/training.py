@@ -13,7 +13,7 @@ import os
 import socket
 from contextlib import contextmanager
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +39,7 @@ class TrainingJob:
     val_iterations_per_epoch: int | None = None
     save_every: int | None = None
     device: str = "cuda"
+    precision: str | None = None  # None: the model's recorded precision when resuming, else the device's default
     continue_training: bool = False
     validation_only: bool = False
     validate: bool = True
@@ -75,11 +76,12 @@ def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration
 
 def _network_spec(job: TrainingJob, method: Method, configuration: str, folder: Path) -> NetworkSpec:
     stored_plans = folder / "plans.json"
+    spec = None
     if (job.continue_training or job.validation_only) and stored_plans.is_file():
-        stored = spec_in_plans(json.loads(stored_plans.read_text(encoding="utf-8")), configuration)
-        if stored is not None:
-            return stored
-    return build_spec(method, job.weights, job.backbone, job.backbone_overrides, job.interaction_layers, job.recipe)
+        spec = spec_in_plans(json.loads(stored_plans.read_text(encoding="utf-8")), configuration)
+    if spec is None:
+        spec = build_spec(method, job.weights, job.backbone, job.backbone_overrides, job.interaction_layers, job.recipe)
+    return replace(spec, precision=job.precision or spec.precision)
 
 
 def prepare(job: TrainingJob) -> PreparedRun:
@@ -101,10 +103,11 @@ def prepare(job: TrainingJob) -> PreparedRun:
     dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     folder = model_folder(name, method.trainer, plans["plans_name"], configuration)
     spec = None
-    vit_options = job.weights or job.backbone or job.backbone_overrides or job.interaction_layers
+    vit_options = job.weights or job.backbone or job.backbone_overrides or job.interaction_layers or job.precision
     if method.backbone_preset is None and vit_options:
         raise ValueError(
-            f"--weights/--backbone/--backbone-set/--interaction-layers apply to ViT methods, not {method.name!r}"
+            f"--weights/--backbone/--backbone-set/--interaction-layers/--precision apply to ViT methods, "
+            f"not {method.name!r}"
         )
     if method.backbone_preset is not None:
         spec = _network_spec(job, method, configuration, folder)
@@ -116,15 +119,14 @@ def prepare(job: TrainingJob) -> PreparedRun:
 def _device(name: str) -> Any:
     import torch
 
-    if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device must be cpu, cuda or mps, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NnUNetSetupError("--device cuda requested but no CUDA device is available; use --device cpu")
-    if name == "cuda":
+    from meddinov3.devices import pick_device
+
+    device = pick_device(name)
+    if device.type == "cuda":
         # nnU-Net's setting: the GPU does the work, extra CPU threads only contend with data loading.
         torch.set_num_threads(1)
         torch.backends.cudnn.benchmark = True
-    return torch.device(name)
+    return device
 
 
 def build_trainer(run: PreparedRun, job: TrainingJob, device: Any) -> Any:
@@ -237,9 +239,13 @@ def run_training(job: TrainingJob) -> Path:
         raise ValueError("--continue and --validation-only exclude each other")
     if job.num_gpus < 1:
         raise ValueError(f"--num-gpus must be at least 1, got {job.num_gpus}")
-    if job.num_gpus > 1 and job.device != "cuda":
+    if job.num_gpus > 1 and job.device not in ("cuda", "auto"):
         raise ValueError(f"multi-GPU training (--num-gpus {job.num_gpus}) needs --device cuda")
     device = _device(job.device)
+    if job.precision is not None:
+        from meddinov3.precision import resolve_precision
+
+        resolve_precision(job.precision, device)  # a bad name or bf16 on a GPU without it fails before any work
     run = prepare(job)
     if job.num_gpus == 1:
         return _train_in_this_process(run, job, device)

@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import yaml
 
+from meddinov3.precision import PRECISION_CHOICES
+
 
 @dataclass
 class DataConfig:
@@ -173,7 +175,8 @@ class RunConfig:
     output_dir: str = "runs/pretrain"
     checkpoint_every: int = 1000
     log_every: int = 20
-    # "auto": bf16 autocast on CUDA, fp32 on CPU.
+    # auto | bf16 | fp16 | fp32, as `meddinov3 train --precision` (meddinov3.precision): auto is bf16 on
+    # GPUs that have it, fp16 (with a gradient scaler) on older GPUs, fp32 elsewhere.
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -211,8 +214,8 @@ class PretrainConfig:
             raise ValueError("gram.enabled needs crops.gram_sizes with one entry per crops.global_sizes entry")
         if self.loss.centering not in ("sinkhorn_knopp", "softmax"):
             raise ValueError(f"loss.centering must be 'sinkhorn_knopp' or 'softmax', got {self.loss.centering!r}")
-        if self.run.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"run.precision must be auto, bf16 or fp32, got {self.run.precision!r}")
+        if self.run.precision not in PRECISION_CHOICES:
+            raise ValueError(f"run.precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.run.precision!r}")
         if self.eval.every < 0:
             raise ValueError(f"eval.every must be 0 (only at the end) or a positive interval, got {self.eval.every}")
         if self.optim.global_batch_size < 1 or self.optim.iterations < 1:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from meddinov3.devices import pick_device
+
 
 @dataclass
 class DistInfo:
@@ -29,15 +31,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device=cuda but no CUDA device is visible")
+def rank_device(requested: str, local_rank: int) -> torch.device:
+    """`run.device` (auto, cuda, mps, cpu; see meddinov3.devices) for this process: GPU `local_rank` on CUDA."""
+    device = pick_device(requested)
+    if device.type == "cuda":
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
-    return torch.device(requested)
+    return device
 
 
 def init_distributed(device: torch.device) -> tuple[DistInfo, bool]:

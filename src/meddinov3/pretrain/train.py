@@ -30,7 +30,7 @@ from meddinov3.pretrain.collate import collate_multicrop
 from meddinov3.pretrain.config import PretrainConfig
 from meddinov3.pretrain.data import ConcatSlices, PretrainDataset, ShardedBatchSampler, build_corpus
 from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
-from meddinov3.pretrain.distributed import DistInfo, init_distributed, pick_device
+from meddinov3.pretrain.distributed import DistInfo, init_distributed, rank_device
 from meddinov3.pretrain.monitors import UniformWatch
 from meddinov3.pretrain.probing import TeacherProbe
 from meddinov3.pretrain.trainer import Pretrainer
@@ -136,7 +136,7 @@ def _save(trainer: Pretrainer, output: Path, is_main: bool) -> None:
 
 def train(config: PretrainConfig) -> TrainResult:
     """Run (or resume) the stage described by `config` up to optim.iterations or run.stop_after."""
-    device = pick_device(config.run.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = rank_device(config.run.device, int(os.environ.get("LOCAL_RANK", 0)))
     dist_info, created_group = init_distributed(device)
     try:
         return _train(config, device, dist_info)

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.precision import autocast, resolve_precision
 from meddinov3.pretrain.checkpoint import head_states
 from meddinov3.pretrain.config import PretrainConfig
 from meddinov3.pretrain.distributed import DistInfo, all_reduce_mean, gather_objects
@@ -81,8 +82,9 @@ class Pretrainer:
         self.optimizer = build_optimizer(self.student, cfg)
         self.student_ddp = DistributedDataParallel(self.student) if self.dist_info.enabled else self.student
         self.iteration = 0
-        precision = cfg.run.precision
-        self.use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        self.precision = resolve_precision(cfg.run.precision, self.device)
+        # Only fp16 needs loss scaling; a disabled scaler passes everything through unchanged.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         torch.manual_seed(cfg.run.seed + self.dist_info.rank)  # per-rank stochastic depth / RoPE jitter
 
     @property
@@ -95,9 +97,6 @@ class Pretrainer:
         gram.refresh_from(source)
         return gram
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
-
     def step(self, batch: dict[str, Any], monitor: bool = False) -> dict[str, float]:
         """One training iteration at `self.iteration`; returns metrics averaged over ranks, with
         the learning monitors (see `monitors.py`) when `monitor` is set."""
@@ -108,7 +107,7 @@ class Pretrainer:
         global_crops, masks, mask_indices = batch["global_crops"], batch["masks"], batch["mask_indices"]
         local_crops = batch["local_crops"]
 
-        with self._autocast():
+        with autocast(self.precision, self.device):
             teacher_out = self.teacher.teacher_forward(global_crops, mask_indices)
             gram_patches = None
             if self.gram_teacher is not None:
@@ -118,14 +117,16 @@ class Pretrainer:
         terms = self.objective(student_out, teacher_out, batch, sched, gram_patches)
 
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        self.scaler.scale(terms.total).backward()
+        self.scaler.unscale_(self.optimizer)
         grad_norms = {}
         if cfg.optim.clip_grad > 0:
             # Clipped per sub-network, as DINOv3 does: a spike in one head does not shrink the others.
             for name in ("backbone", "dino_head", "ibot_head"):
                 params = getattr(self.student, name).parameters()
                 grad_norms[f"grad_norm_{name}"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         update_ema(self.teacher, self.student, sched.momentum)
         self.iteration += 1
         every = cfg.gram.update_every
@@ -161,6 +162,7 @@ class Pretrainer:
             "gram_teacher": self.gram_teacher.backbone.state_dict() if self.gram_teacher is not None else None,
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
             "rng": gather_objects(rng),
             "world_size": self.dist_info.world_size,
             "config": self.config.to_dict(),
@@ -173,6 +175,8 @@ class Pretrainer:
             self.gram_teacher.backbone.load_state_dict(state["gram_teacher"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("grad_scaler"):  # empty when saved without fp16
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.iteration = int(state["iteration"])
         if state.get("world_size") == self.dist_info.world_size:
             rng = state["rng"][self.dist_info.rank]

@@ -6,6 +6,7 @@ import math
 
 import torch
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # The release's decoder initialisation (V/models/primus.py:98, 135): kaiming-normal weights with
@@ -15,7 +16,15 @@ HE_INIT = InitWeights_He(1e-2)
 
 
 class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+    """LayerNorm over the channel axis of a (B, C, H, W) map, in the dtype of its input.
+
+    One fused layer_norm on a channels-last view: statistics are computed in float32 inside the
+    kernel, so float16 inputs cannot overflow in the variance, and the output keeps the input's
+    dtype. Autocast is switched off around it because CUDA autocast runs layer_norm in float32,
+    which would store this output and the GELU after it at twice the bytes under mixed precision.
+    Autograd keeps only the input and per-pixel mean / inverse deviation for the backward pass.
+    The result is channels-last in memory; the convolutions that follow accept that layout.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -24,10 +33,9 @@ class ChannelLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        with torch.autocast(x.device.type, enabled=False):
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return normed.permute(0, 3, 1, 2)
 
 
 class PrimusDecoder(nn.Module):

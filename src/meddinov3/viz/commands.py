@@ -30,7 +30,7 @@ def features(
     size: int = typer.Option(512, help="Resize the slice to size x size (a multiple of 16; the paper goes to 2048)."),
     out: Path = typer.Option(Path("features_out"), help="Output folder for the PNGs."),
     points: int = typer.Option(3, help="Number of query patches for the similarity maps."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu (auto: CUDA, else MPS, else CPU)."),
 ) -> None:
     """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
     from meddinov3.viz.images import read_ct_slice
@@ -42,6 +42,7 @@ def features(
     from rich.console import Console
 
     from meddinov3.backbone import CheckpointError, build_backbone, load_backbone
+    from meddinov3.devices import pick_device
     from meddinov3.viz.features import (
         default_queries,
         foreground_patches,
@@ -53,6 +54,8 @@ def features(
     from meddinov3.viz.figures import pca_figure, save_figure, similarity_figure
 
     console = Console()
+    with errors_as_one_line(ValueError):
+        torch_device = pick_device(device)
     if weights is None:
         console.print(
             "[bold yellow]No --weights given: using a RANDOMLY INITIALISED MedDINOv3 ViT-B/16. "
@@ -63,7 +66,7 @@ def features(
         with errors_as_one_line(CheckpointError):
             model = load_backbone(weights)
         label = Path(weights).name if Path(weights).exists() else weights
-    model = model.to(device).eval()
+    model = model.to(torch_device).eval()
     hu = resize_slice(ct_slice, size)
     feats = patch_features(model, hu)
     mask = foreground_patches(hu, model.patch_size)
