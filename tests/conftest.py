@@ -55,3 +55,14 @@ def nnunet_env(tmp_path, monkeypatch):
     data.mkdir(parents=True)
     (data / "case.b2nd").touch()
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def dino_unet_weights(tmp_path_factory):
+    """An official-layout DINOv3 state dict (storage tokens, key-bias masks) wide enough for the adapter."""
+    from meddinov3.backbone import build_backbone
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "dinov3_tiny64.pth"
+    torch.save(build_backbone("vitb16", embed_dim=64, num_heads=2, depth=4).state_dict(), path)
+    return path

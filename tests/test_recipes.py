@@ -39,15 +39,6 @@ FACTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def dino_unet_weights(tmp_path_factory):
-    """An official-layout DINOv3 state dict (storage tokens, key-bias masks) wide enough for the adapter."""
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("weights") / "dinov3_tiny64.pth"
-    torch.save(build_backbone("vitb16", embed_dim=64, num_heads=2, depth=4).state_dict(), path)
-    return path
-
-
 def build(method: str, recipe: str = "default", weights=None):
     cls = trainer_class(METHODS[method].trainer)
     if METHODS[method].backbone_preset is None:
