@@ -93,3 +93,29 @@ def test_channel_norm_keeps_the_activation_dtype_under_autocast(dtype):
     assert out.dtype == dtype
     assert torch.isfinite(out).all()
     assert relative_error(out, _textbook_channel_norm(norm, x.to(dtype))) <= 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_channel_norm_gives_its_kernel_one_dtype(dtype):
+    """CUDA's layer_norm refuses an fp32 weight with a half-precision input (CPU's accepts it,
+    which let this reach the GPU once); every call, forward and backward, gets one dtype."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LayerNormDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "layer_norm" in func.__name__:
+                tensors = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+                self.calls.append((func.__name__, {t.dtype for t in tensors}))
+            return func(*args, **(kwargs or {}))
+
+    norm = _channel_norm()
+    x = torch.randn(2, 24, 7, 5, dtype=dtype, requires_grad=True)
+    with LayerNormDtypes() as seen, torch.autocast("cpu", dtype=dtype):
+        norm(x).float().sum().backward()
+    assert {name.split(".")[0] for name, _ in seen.calls} == {"native_layer_norm", "native_layer_norm_backward"}
+    assert all(dtypes == {dtype} for _, dtypes in seen.calls), seen.calls
+    assert norm.weight.grad.dtype == torch.float32

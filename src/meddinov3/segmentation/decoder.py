@@ -22,6 +22,8 @@ class ChannelLayerNorm(nn.Module):
     kernel, so float16 inputs cannot overflow in the variance, and the output keeps the input's
     dtype. Autocast is switched off around it because CUDA autocast runs layer_norm in float32,
     which would store this output and the GELU after it at twice the bytes under mixed precision.
+    The affine parameters are cast to the input's dtype, as autocast would cast a Linear's weight:
+    CUDA's kernel refuses mixed dtypes (CPU's accepts them).
     Autograd keeps only the input and per-pixel mean / inverse deviation for the backward pass.
     The result is channels-last in memory; the convolutions that follow accept that layout.
     """
@@ -34,7 +36,8 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            normed = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+            weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
+            normed = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, weight, bias, self.eps)
         return normed.permute(0, 3, 1, 2)
 
 
