@@ -42,6 +42,12 @@ class DemoConfig:
     head_hidden_dim: int = 256
     head_bottleneck_dim: int = 64
     pretrain_lr: float = 5e-4
+    # Linear probe (meddinov3 probe) of the exported backbone and its random twin, frozen: what
+    # pretraining changed in the features, read without fine-tuning. Sized to tens of seconds.
+    probe_size: int = 128
+    probe_layers: str = "last"
+    probe_train_slices: int = 256
+    probe_steps: int = 300
     # Fine-tuning inside nnU-Net on the `2d_<patch_size>` configuration, fold "all" (the
     # held-out test cases are the evaluation set).
     patch_size: int = 128
@@ -54,7 +60,12 @@ class DemoConfig:
     # 300 iterations). Both inits get the same rates, so only the init differs.
     decoder_lr: float = 1e-3
     encoder_lr: float = 1e-4
-    mirroring: bool = True
+    # nnU-Net mirrors training patches along both image axes and averages mirrored predictions.
+    # Both are off, as in nnU-Net's nnUNetTrainerNoMirroring: a mirrored patch shows the left kidney
+    # where the right one belongs (and the liver where the spleen does), and untangling that takes
+    # whole-body context that minutes of training do not learn (measured, small preset, random
+    # init: mean DSC 0.378 with mirroring, 0.688 without; right kidney 0.03 -> 0.75).
+    mirroring: bool = False
     # Feature maps of the real CT slice are drawn at this size (a multiple of 16).
     feature_size: int = 512
     device: str = "cpu"

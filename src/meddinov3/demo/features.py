@@ -1,4 +1,4 @@
-"""Demo step 8: what the backbones see on the real CT slice (PCA and patch-similarity maps)."""
+"""Demo step 10: what the backbones see on the real CT slice (PCA and patch-similarity maps)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from meddinov3.synth.preview import SOFT_TISSUE, window_to_grey
 from meddinov3.viz.figures import save_figure
 
 ORGAN_COLOURS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
-LOSS_TERMS = ("dino_global", "dino_local", "ibot", "koleo", "gram")
 INIT_TITLES = {"pretrained": "pretrained init", "random": "random init"}
 
 
@@ -112,24 +111,6 @@ def corpus_figure(slices: Sequence[tuple[str, np.ndarray]], path: Path) -> Path:
     for ax, (title, hu) in zip(axes[0], slices):
         show_ct(ax, hu, title)
     fig.suptitle("curated pretraining corpus (every axial slice resampled to 0.45 mm, resized to 256 x 256)")
-    return save_figure(fig, path)
-
-
-@plain_style
-def pretraining_figure(metrics: Sequence[Mapping[str, float]], path: Path) -> Path:
-    """Stage-1 loss and its parts over the iterations."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    iterations = [m["iteration"] for m in metrics]
-    axes[0].plot(iterations, [m["loss"] for m in metrics], color="black", lw=1)
-    axes[0].set_title("total loss")
-    for key in (k for k in LOSS_TERMS if k in metrics[0]):
-        axes[1].plot(iterations, [m[key] for m in metrics], lw=1, label=key)
-    axes[1].set_title("loss terms")
-    axes[1].legend(fontsize=8)
-    for ax in axes:
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 

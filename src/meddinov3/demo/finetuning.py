@@ -1,4 +1,4 @@
-"""Demo steps 4-5: nnU-Net planning with the `2d_<size>` configuration, then fine-tuning the
+"""Demo steps 5-7: nnU-Net planning with the `2d_<size>` configuration, then fine-tuning the
 multi-scale network from the pretrained backbone and, side by side, from random weights.
 
 Both inits train the same network (12-block ViT, blocks 2, 5, 8, 11 -> multi-scale Primus
@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from meddinov3.demo.config import DATASET_ID
 from meddinov3.demo.dataset import cpu_workers
-from meddinov3.demo.pretraining import save_random_backbone
+from meddinov3.demo.pretraining import random_backbone
 from meddinov3.demo.steps import StepContext
 from meddinov3.demo.terminal import polled
 from meddinov3.demo.workspace import Workspace
@@ -119,6 +119,19 @@ def with_progress(trainer: Any, report: Callable[[float], None]) -> None:
     trainer.train_step = train_step
 
 
+def without_mirroring(trainer: Any) -> None:
+    """Switch off nnU-Net's mirroring augmentation, and with it test-time mirroring, as nnU-Net's
+    own nnUNetTrainerNoMirroring does."""
+    configure = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size
+
+    def configured() -> tuple:
+        rotation, dummy_2d, patch_size, _ = configure()
+        trainer.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, patch_size, None
+
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size = configured
+
+
 def finetune(init: str) -> Callable[[StepContext], dict[str, Any]]:
     def run(context: StepContext) -> dict[str, Any]:
         return train_init(context, init)
@@ -134,9 +147,7 @@ def train_init(context: StepContext, init: str) -> dict[str, Any]:
 
     workspace = context.workspace
     config = workspace.config
-    weights = workspace.backbone(init)
-    if init == "random" and not weights.is_file():
-        save_random_backbone(config, weights)
+    weights = random_backbone(workspace) if init == "random" else workspace.pretrained_backbone
     fold_folder = model_folder(workspace, init) / f"fold_{FOLD}"
     final = fold_folder / "checkpoint_final.pth"
     total = config.epochs * config.iterations_per_epoch
@@ -163,6 +174,8 @@ def train_init(context: StepContext, init: str) -> dict[str, Any]:
             context.advance(status=f"epoch {trainer.current_epoch + 1}/{config.epochs}, loss {loss:.3f}")
 
         with_progress(trainer, report)
+        if not config.mirroring:
+            without_mirroring(trainer)
         trainer.run_training()
     logging = read_nnunet_checkpoint(final)["logging"]
     curves = training_curves(logging)

@@ -1,4 +1,4 @@
-"""Demo steps 6-7: segment the held-out cases with both fine-tuned models, then score them
+"""Demo steps 8-9: segment the held-out cases with both fine-tuned models, then score them
 with the release's protocol (DSC and NSD at 1 mm per organ, mean over organs)."""
 
 from __future__ import annotations

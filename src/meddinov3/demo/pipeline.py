@@ -1,4 +1,4 @@
-"""The demo pipeline: synthetic CT -> corpus -> pretraining -> plan -> fine-tuning (pretrained and
+"""The demo pipeline: synthetic CT -> corpus -> pretraining -> linear probe -> plan -> fine-tuning (pretrained and
 random init) -> prediction -> evaluation -> feature maps -> HTML report."""
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from meddinov3.demo.config import DemoConfig
 from meddinov3.demo.corpus import corpus_outputs, curate_corpus
 from meddinov3.demo.dataset import dataset_outputs, synthesize
 from meddinov3.demo.features import feature_maps, features_outputs
+from meddinov3.demo.findings import points
 from meddinov3.demo.finetuning import finetune, finetune_outputs, plan, plan_outputs
 from meddinov3.demo.inference import evaluate, evaluate_outputs, predict, predict_outputs
 from meddinov3.demo.pretraining import pretrain, pretrain_outputs
+from meddinov3.demo.probing import probe, probe_outputs
 from meddinov3.demo.reporting import build_report, report_outputs
 from meddinov3.demo.steps import Step, StepRecord, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace, point_nnunet_here
@@ -26,6 +28,7 @@ STEPS = (
     Step("synth", "synthesize CT volumes", synthesize, dataset_outputs),
     Step("curate", "curate the pretraining corpus", curate_corpus, corpus_outputs),
     Step("pretrain", "stage-1 pretraining of the ViT", pretrain, pretrain_outputs),
+    Step("probe", "linear probe of the frozen backbones", probe, probe_outputs),
     Step("plan", "nnU-Net plan and preprocess", plan, plan_outputs),
     Step("train_pretrained", "fine-tune from the pretrained backbone", finetune("pretrained"),
          finetune_outputs("pretrained")),
@@ -70,4 +73,14 @@ def run_demo(out: Path, config: DemoConfig, force: bool = False, console: Consol
     start = time.perf_counter()
     records = run_steps(STEPS, workspace, console, force, capture)
     console.print(f"[bold green]demo finished[/] in {time.perf_counter() - start:.0f} s; report: {workspace.report}")
+    console.print(closing_note(records[-1].summary), highlight=False)
     return records
+
+
+def closing_note(report: dict) -> str:
+    """The run's answer to "did pretraining help?", from the report step's summary."""
+    probe, tuned = report["probe_mean_dice"], report["mean_dice"]
+    return (f"pretraining: final DINO loss {report['dino_fraction']:.3f} x ln K; linear probe mean DSC "
+            f"{points(probe['pretrained'])} % pretrained vs {points(probe['random'])} % random twin; fine-tuned mean "
+            f"DSC {points(tuned['pretrained'])} % pretrained vs {points(tuned['random'])} % random init.\n"
+            f"{report['verdict']}")

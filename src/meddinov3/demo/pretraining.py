@@ -82,5 +82,14 @@ def save_random_backbone(config: DemoConfig, path: Path) -> Path:
     return save_backbone(model, path)
 
 
+def random_backbone(workspace: Workspace) -> Path:
+    """The random twin's file, written by whichever step needs it first (the probe, or the
+    random-init fine-tuning): the seed makes every writing identical."""
+    path = workspace.random_backbone
+    if not path.is_file():
+        save_random_backbone(workspace.config, path)
+    return path
+
+
 def pretrain_outputs(workspace: Workspace) -> list[Path]:
     return [workspace.pretrain]

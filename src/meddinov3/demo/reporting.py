@@ -1,4 +1,4 @@
-"""Demo step 9: the self-contained HTML report (figures, tables, timings) from the step records."""
+"""Demo step 11: the self-contained HTML report (figures, tables, timings) from the step records."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meddinov3.demo import figures
+from meddinov3.demo.findings import (
+    PretrainingOutcome, finetuning_sentence, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
+)
 from meddinov3.demo.finetuning import model_folder
 from meddinov3.demo.report import Report, figure_html, paragraph_html, table_html
 from meddinov3.demo.steps import StepContext, StepRecord
@@ -69,17 +72,6 @@ def results_table(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[in
     return table_html(headers, rows)
 
 
-def headline(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[int, float], n_cases: int) -> str:
-    pre, rnd = (summaries[i]["mean_over_labels"] for i in INITS)
-    return (
-        f"On {n_cases} held-out synthetic CT volumes, the multi-scale network fine-tuned from the "
-        f"pretrained backbone reaches a mean organ DSC of {percent(pre['dice'])} % (NSD at 1 mm "
-        f"{percent(pre['nsd'])} %); the same network from random initialisation reaches "
-        f"{percent(rnd['dice'])} % (NSD {percent(rnd['nsd'])} %). Labelling voxels at random with the "
-        f"training organ frequencies would score {percent(float(np.nanmean(list(chance.values()))))} %."
-    )
-
-
 def cases_table(cases: Mapping[str, Mapping[str, Any]]) -> str:
     rows = [[name, "train" if c["split"] == "Tr" else "test", " x ".join(map(str, c["shape_zyx"])),
              " x ".join(f"{s:.2f}" for s in c["spacing_xyz"])] for name, c in cases.items()]
@@ -136,20 +128,24 @@ def finetuning_table(records: Mapping[str, StepRecord]) -> str:
                      f"{summary['decoder_lr']:g}",
                      f"{summary['epochs']} x {summary['iterations_per_epoch']} x batch {summary['batch_size']}",
                      f"{curves['train_losses'][-1]:.3f}", percent(curves["mean_fg_dice"][-1]),
-                     f"{records[f'train_{init}'].seconds:.0f}"])
+                     f"{records[f'train_{init}'].seconds:.0f}", f"{records[f'train_{init}'].cpu_seconds:.0f}"])
     return table_html(["init", "meddinov3 train", "encoder lr", "decoder lr", "epochs x iterations",
-                       "last train loss", "last pseudo DSC %", "seconds"], rows)
+                       "last train loss", "last pseudo DSC %", "seconds", "CPU seconds"], rows)
 
 
-def pretraining_table(summary: Mapping[str, Any]) -> str:
+def pretraining_table(summary: Mapping[str, Any], outcome: PretrainingOutcome) -> str:
     s = summary["settings"]
     arch = s["model"]["arch_overrides"]
     rows = [
         ["backbone", f"{s['model']['arch']} with width {arch['embed_dim']}, {arch['num_heads']} heads, {arch['depth']} blocks"],
         ["iterations x batch", f"{s['optim']['iterations']} x {s['optim']['global_batch_size']}"],
         ["crops", f"2 global {s['crops']['global_sizes'][0]} px + {s['crops']['n_local']} local {s['crops']['local_sizes'][0]} px"],
+        ["prototypes K", f"{s['model']['head_prototypes']}"],
         ["peak lr", f"{s['optim']['lr']:g}"],
-        ["loss first -> last", f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}"],
+        ["total loss first -> last", f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}"],
+        ["DINO loss / ln K, last", f"{outcome.dino_fraction:.3f}"],
+        ["teacher entropy per sample / of the batch mean, last",
+         f"{outcome.teacher_entropy:.2f} / {outcome.teacher_mean_entropy:.2f} nats"],
     ]
     return table_html(["setting", "value"], rows)
 
@@ -188,6 +184,9 @@ def first_case(dataset: Path, split: str) -> tuple[Path, Path]:
 
 
 def build_report(context: StepContext) -> dict[str, Any]:
+    from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
+    from meddinov3.viz.learning import learning_figure
+
     workspace = context.workspace
     records = context.records
     folder = workspace.figures
@@ -200,9 +199,8 @@ def build_report(context: StepContext) -> dict[str, Any]:
     context.advance()
     drawn["corpus"] = figures.corpus_figure(corpus_examples(workspace.corpus), folder / "corpus.png")
     context.advance()
-    from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
-
-    drawn["pretraining"] = figures.pretraining_figure(read_metrics(workspace.pretrain / METRICS_NAME), folder / "pretraining.png")
+    metrics = read_metrics(workspace.pretrain / METRICS_NAME)
+    drawn["pretraining"] = learning_figure(metrics, folder / "pretraining.png")
     context.advance()
     curves = {init: records[f"train_{init}"].summary["curves"] for init in INITS}
     drawn["finetuning"] = figures.finetuning_figure(curves, folder / "finetuning.png")
@@ -215,39 +213,106 @@ def build_report(context: StepContext) -> dict[str, Any]:
     context.advance(status="html")
     summaries = records["evaluate"].summary["summaries"]
     n_test = sum(1 for c in data["cases"].values() if c["split"] == "Ts")
-    report = compose(workspace, records, drawn, summaries, chance, names, n_test)
+    outcome = pretraining_outcome(metrics)
+    report = compose(workspace, records, drawn, summaries, chance, names, n_test, outcome)
     report.write(workspace.report)
     context.advance()
+    probe = records["probe"].summary
     return {"report": str(workspace.report), "figures": {k: str(v) for k, v in drawn.items()},
             "mean_dice": {i: summaries[i]["mean_over_labels"]["dice"] for i in INITS},
             "mean_nsd": {i: summaries[i]["mean_over_labels"]["nsd"] for i in INITS},
-            "chance_dice": float(np.nanmean(list(chance.values())))}
+            "chance_dice": float(np.nanmean(list(chance.values()))),
+            "dino_fraction": outcome.dino_fraction, "probe_mean_dice": probe["mean_dice"],
+            "verdict": verdict(outcome, probe, {i: summaries[i]["mean_over_labels"]["dice"] for i in INITS})}
+
+
+def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str, Mapping[str, Any]],
+                       chance: Mapping[int, float], n_test: int, outcome: PretrainingOutcome) -> str:
+    """The findings in the order the evidence goes: pretraining monitors, probe, fine-tuning, verdict."""
+    probe = records["probe"].summary
+    mean_dice = {init: summaries[init]["mean_over_labels"]["dice"] for init in INITS}
+    trained = records["train_pretrained"].summary
+    cpu_minutes = sum(records[f"train_{init}"].cpu_seconds for init in INITS) / len(INITS) / 60
+    sentences = [
+        pretraining_sentence(outcome),
+        probe_sentence(probe),
+        finetuning_sentence(mean_dice, trained["epochs"] * trained["iterations_per_epoch"], cpu_minutes)
+        + f" Labelling voxels at random with the training organ frequencies would score "
+        f"{percent(float(np.nanmean(list(chance.values()))))} %; all numbers are on the {n_test} held-out cases.",
+        verdict(outcome, probe, mean_dice),
+    ]
+    return "".join(paragraph_html(sentence) for sentence in sentences)
+
+
+def probe_table(probe: Mapping[str, Any]) -> str:
+    dice = probe["dice"]
+    rows = [[organ, percent(dice["pretrained"][organ]), percent(dice["random"][organ]),
+             f"{100 * (dice['pretrained'][organ] - dice['random'][organ]):+.1f}"] for organ in dice["pretrained"]]
+    means = probe["mean_dice"]
+    rows.append(["mean over organs", percent(means["pretrained"]), percent(means["random"]),
+                 f"{100 * (means['pretrained'] - means['random']):+.1f}"])
+    return table_html(["organ", "DSC % (pretrained, frozen)", "DSC % (random twin, frozen)", "difference (points)"],
+                      rows)
+
+
+def probe_description(probe: Mapping[str, Any]) -> str:
+    config = probe["config"]
+    layers = "the last block's" if config["layers"] == "last" else "blocks 2, 5, 8, 11 concatenated"
+    return (f"DINOv3's dense linear evaluation (meddinov3 probe): both backbones frozen, {layers} patch features "
+            f"of {probe['train_slices']} training slices at {config['size']} px, one linear head per backbone "
+            f"({config['steps']} AdamW steps, same seed and slices), DSC per organ on the held-out volumes. The "
+            "random twin is the backbone the random-init fine-tuning starts from, so the difference is what "
+            "pretraining put into the features.")
 
 
 def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapping[str, Path],
             summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[int, float],
-            names: Mapping[int, str], n_test: int) -> Report:
+            names: Mapping[int, str], n_test: int, outcome: PretrainingOutcome) -> Report:
     config = workspace.config
     data = records["synth"].summary
     corpus = records["curate"].summary
+    probe = records["probe"].summary
     report = Report(f"MedDINOv3 demo ({config.preset} preset)")
+    report.add("Summary", summary_paragraphs(records, summaries, chance, n_test, outcome))
     report.add(
-        "Result",
-        paragraph_html(headline(summaries, chance, n_test)),
+        "1. What pretraining put into the features (meddinov3 probe)",
+        paragraph_html(probe_description(probe)),
+        probe_table(probe),
+        figure_html(Path(probe["figure"]), "Linear-probe DSC per organ on the held-out cases, frozen backbones."),
+    )
+    report.add(
+        "2. Is the pretraining learning? (meddinov3 pretrain)",
+        paragraph_html("DINOv3 stage-1 objective: DINO loss on class tokens with a Sinkhorn-Knopp teacher, iBOT "
+                       "masked-patch loss and KoLeo, EMA teacher; the teacher backbone is exported. A falling total "
+                       "loss proves nothing (KoLeo alone falls): the DINO and iBOT losses must drop below ln K, their "
+                       "value for a uniform prediction over the K prototypes, and the teacher's entropy per sample "
+                       "must fall below the entropy of its batch-mean prediction (it tells images apart)."),
+        pretraining_table(records["pretrain"].summary, outcome),
+        figure_html(drawn["pretraining"], "Learning monitors from metrics.jsonl: losses as a fraction of ln K "
+                    "(1 = uniform prediction), teacher entropy per sample and of the batch mean."),
+    )
+    report.add(
+        "3. Fine-tuning comparison (meddinov3 train, predict, evaluate)",
         results_table(summaries, chance, names),
         paragraph_html("DSC and NSD as in the MedDINOv3 release (MONAI definitions, NSD tolerance 1 mm, "
                        "the label's voxel spacing); per organ the mean over test cases, then the mean over organs. "
                        "These numbers come from a minutes-long run of a narrow ViT on synthetic data: they show "
-                       "the pipeline working end to end, not the paper's accuracy. Nor should the two inits be "
-                       "expected to differ much here: a few hundred pretraining iterations on a few hundred slices "
-                       "barely move the ViT from its initialisation (section 6). The paper's gain from pretraining "
-                       "(AMOS22 DSC 78.39 from random init, 87.38 for MedDINOv3) comes from 100,000 iterations on "
-                       "3.87 million slices, and shorter fine-tuning schedules favour bigger organs first.", note=True),
+                       "the pipeline working end to end, not the paper's accuracy, whose gain from pretraining "
+                       "(AMOS22 DSC 78.39 from random init, 87.38 for MedDINOv3) comes from 100,000 pretraining "
+                       "iterations on 3.87 million slices.", note=True),
         figure_html(drawn["predictions"], "A held-out test slice: reference organs and both fine-tuned models' "
                     "predictions (soft-tissue window W400/L40)."),
+        paragraph_html("The multi-scale network (ViT blocks 2, 5, 8, 11 -> Primus decoder) with the paper's recipe: "
+                       "AdamW betas (0.9, 0.98), weight decay 0.05, separate encoder and decoder rates decaying "
+                       "linearly to zero, drop-path 0.2, Dice + CE loss, no deep supervision, nnU-Net's 2D "
+                       "augmentation; trained on all training cases (fold 'all'). Only the encoder's starting weights "
+                       "differ between the two runs. The rates are raised from the recipe's 3e-4 / 3e-5 (set for "
+                       "250,000 iterations) for a run of minutes."),
+        finetuning_table(records),
+        figure_html(drawn["finetuning"], "Per-epoch losses and nnU-Net's pseudo Dice (on sampled training patches)."),
     )
     report.add(
-        "1. Synthetic CT dataset (meddinov3 synth)",
+        "4. Synthetic CT dataset (meddinov3 synth)",
         paragraph_html(f"{config.train_cases} training and {config.test_cases} held-out abdominal CT volumes "
                        f"in nnU-Net raw format, seed {config.seed}: organ shapes, Hounsfield units, texture, noise and "
                        f"anisotropic spacing drawn per case. nnU-Net's dataset integrity check: {data['integrity_check']}."),
@@ -256,39 +321,21 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
         cases_table(data["cases"]),
     )
     report.add(
-        "2. Pretraining corpus (meddinov3 curate)",
+        "5. Pretraining corpus (meddinov3 curate)",
         paragraph_html(f"The training volumes plus the bundled real CT slice ({corpus['real_slice']}), curated "
                        f"like CT-3M: {corpus['volumes']} volumes, {corpus['slices']} axial slices at "
                        f"{corpus['size']} x {corpus['size']}. The held-out volumes are not in the corpus."),
         figure_html(drawn["corpus"], "Curated slices (stored in HU, shown W400/L40); the last one is the real CT slice."),
     )
     report.add(
-        "3. Stage-1 pretraining (meddinov3 pretrain)",
-        paragraph_html("DINOv3 stage-1 objective: DINO loss on class tokens with a Sinkhorn-Knopp teacher, iBOT "
-                       "masked-patch loss and KoLeo, EMA teacher; the teacher backbone is exported."),
-        pretraining_table(records["pretrain"].summary),
-        figure_html(drawn["pretraining"], "Pretraining loss per iteration."),
-    )
-    report.add(
-        "4. nnU-Net plan (meddinov3 plan)",
+        "6. nnU-Net plan (meddinov3 plan)",
         paragraph_html(f"nnU-Net's fingerprint and plans, plus the high-resolution configuration "
                        f"{config.configuration}: patch {config.patch_size} x {config.patch_size}, spacing scaled so the "
                        "patch keeps the 2d configuration's field of view (the paper's 2d_896, at demo size)."),
         plan_table(records["plan"].summary),
     )
     report.add(
-        "5. Fine-tuning inside nnU-Net (meddinov3 train)",
-        paragraph_html("The multi-scale network (ViT blocks 2, 5, 8, 11 -> Primus decoder) with the paper's recipe: "
-                       "AdamW betas (0.9, 0.98), weight decay 0.05, separate encoder and decoder rates decaying "
-                       "linearly to zero, drop-path 0.2, Dice + CE loss, no deep supervision, nnU-Net's 2D "
-                       "augmentation; trained on all training cases (fold 'all'). Only the encoder's starting weights "
-                       "differ between the two runs. The rates are the recipe's (3e-4 / 3e-5) raised for a run of about "
-                       "a thousand iterations instead of 250,000, in the same 10:1 ratio."),
-        finetuning_table(records),
-        figure_html(drawn["finetuning"], "Per-epoch losses and nnU-Net's pseudo Dice (on sampled training patches)."),
-    )
-    report.add(
-        "6. Features on the real CT slice (meddinov3 features)",
+        "7. Features on the real CT slice (meddinov3 features)",
         paragraph_html("Last-block patch features of the pretrained and of the random backbone on the bundled real "
                        "CT slice: first three principal components as RGB (body only), and cosine similarity of all "
                        "patches to a query patch (red dot). " + layerscale_sentence(records["features"].summary)),

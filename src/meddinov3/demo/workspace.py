@@ -9,6 +9,7 @@
       corpus/                    curated slices (meddinov3 curate)
       pretrain/                  stage-1 run; pretrain/export/backbone.safetensors
       random_init/backbone.safetensors           the same ViT, randomly initialised
+      probe/                     linear probe of both: results.json, probe_dsc.png, feature_cache/
       predictions/<init>/        label maps of the held-out cases
       evaluation/<init>/         evaluation_per_case.csv, evaluation_summary.json
       figures/*.png              report.html embeds them
@@ -59,6 +60,10 @@ class Workspace:
     @property
     def random_backbone(self) -> Path:
         return self.root / "random_init" / "backbone.safetensors"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
 
     def backbone(self, init: str) -> Path:
         return self.pretrained_backbone if init == "pretrained" else self.random_backbone
