@@ -21,7 +21,6 @@ from meddinov3.demo.pipeline import check_settings
 from meddinov3.demo.reporting import expected_random_dice
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace
-from test_nnunet_trainers import nnunet_env  # noqa: F401  (a fixture)
 
 
 # The small preset's promise on its held-out cases, for both inits.
@@ -170,16 +169,17 @@ def test_figures_ignore_the_seaborn_style_nnunet_leaves_behind(tmp_path):
 
 
 def test_demo_trainer_neither_mirrors_patches_nor_predictions(nnunet_env):
-    from test_nnunet_trainers import TEACHER, _plans_with, _trainer
+    from conftest import FIXTURES
+    from unit_trainers import initialized_trainer, plans_with
 
     from meddinov3.demo.finetuning import without_mirroring
     from meddinov3.nnunet.trainers import DINOv3Trainer
 
-    plans = _plans_with("dinov3", weights=TEACHER)
-    mirrored = _trainer(DINOv3Trainer, plans)
+    plans = plans_with("dinov3", FIXTURES / "meddinov3_tiny_teacher.pth")
+    mirrored = initialized_trainer(DINOv3Trainer, plans)
     assert mirrored.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[3] == (0, 1), "nnU-Net's default"
     assert mirrored.inference_allowed_mirroring_axes == (0, 1)
-    trainer = _trainer(DINOv3Trainer, plans)
+    trainer = initialized_trainer(DINOv3Trainer, plans)
     without_mirroring(trainer)
     rotation, _, patch_size, axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert axes is None and trainer.inference_allowed_mirroring_axes is None

@@ -24,8 +24,13 @@ MEDDINO_TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
 DINOV3_OFFICIAL = FIXTURES / "dinov3_tiny_official.pth"
 
 
+# The tiny preset at a quarter of its batch and corpus: these tests check mechanics, not learning
+# (test_pretrain_learning.py runs the preset as shipped).
+SMALL_BATCH = ["optim.global_batch_size=8", "data.synthetic_slices=31"]
+
+
 def tiny(output_dir: Path, *overrides: str):
-    return load_config("tiny", [f"run.output_dir={output_dir}", *overrides])
+    return load_config("tiny", [f"run.output_dir={output_dir}", *SMALL_BATCH, *overrides])
 
 
 def mean(values):
@@ -101,27 +106,30 @@ def test_layerwise_decay_and_patch_embed_multiplier():
 def three_stages(tmp_path_factory):
     """Tiny stage 1 -> 2 -> 3 on CPU: the real bundled slice plus synthetic CT."""
     root = tmp_path_factory.mktemp("stages")
-    stage1 = train(tiny(root / "s1"))
+    stage1 = train(tiny(root / "s1", "optim.iterations=30", "run.log_every=5"))
     s1_export = root / "s1" / "export" / "teacher_checkpoint.pth"
     stage2 = train(
         tiny(root / "s2", "gram.enabled=true", "crops.gram_sizes=[128]", f"model.init={s1_export}",
-             "loss.koleo_weight=1.0", "optim.iterations=20", "optim.freeze_last_layer_iterations=0")
+             "optim.iterations=20", "optim.freeze_last_layer_iterations=0", "run.log_every=5")
     )
     s2_export = root / "s2" / "export" / "teacher_checkpoint.pth"
     stage3 = train(
         tiny(root / "s3", "gram.enabled=true", "crops.global_sizes=[64, 96]", "crops.local_sizes=[32, 48]",
-             "crops.gram_sizes=[96, 144]", f"model.init={s2_export}", "loss.koleo_weight=1.0",
-             "optim.iterations=20", "optim.freeze_last_layer_iterations=0")
+             "crops.gram_sizes=[96, 144]", f"model.init={s2_export}",
+             "optim.iterations=20", "optim.freeze_last_layer_iterations=0", "run.log_every=5")
     )
     return root, stage1, stage2, stage3
 
 
-def test_three_stages_complete_and_the_loss_falls(three_stages):
+def test_three_stages_complete_with_their_losses_and_monitors(three_stages):
+    """Mechanics only: every stage runs its terms and logs the learning monitors. Whether the tiny
+    run learns is test_pretrain_learning.py's question (a falling total loss does not answer it)."""
     _, *stages = three_stages
     for result in stages:
-        losses = [h["loss"] for h in result.history]
-        assert all(torch.isfinite(torch.tensor(losses)))
-        assert mean(losses[-5:]) < mean(losses[:5]), losses
+        assert all(torch.isfinite(torch.tensor([h["loss"] for h in result.history])))
+        monitored = [h for h in result.history if "dino_global_frac" in h]
+        assert [h["iteration"] for h in monitored] == [h["iteration"] for h in result.history if h["iteration"] % 5 == 0]
+        assert all(0 < h["dino_global_frac"] <= 1.01 and 0 < h["ibot_frac"] <= 1.01 for h in monitored)
     assert "gram" not in stages[0].history[0] and "gram" in stages[1].history[0] and "gram" in stages[2].history[0]
     assert {h["global_crop_size"] for h in stages[0].history} == {64}
     assert {(h["global_crop_size"], h["local_crop_size"]) for h in stages[2].history} == {(64, 32), (96, 48)}
@@ -242,7 +250,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, one_threa
         "import sys; from meddinov3.pretrain.config import load_config; from meddinov3.pretrain.train import train; "
         "train(load_config('tiny', sys.argv[1:]))"
     )
-    args = [f"run.output_dir={tmp_path / 'killed'}", "model.drop_path_rate=0.2", "optim.iterations=30", "run.checkpoint_every=1",
+    args = [f"run.output_dir={tmp_path / 'killed'}", *SMALL_BATCH, "model.drop_path_rate=0.2", "optim.iterations=30", "run.checkpoint_every=1",
             "gram.enabled=true", "crops.gram_sizes=[96]"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

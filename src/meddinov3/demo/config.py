@@ -22,7 +22,8 @@ class DemoConfig:
     preset: str
     seed: int = 0
     # Synthetic CT (meddinov3 synth): training and held-out cases, "small" or "full" geometry.
-    train_cases: int = 10
+    # 20 training cases: measured (random init, no mirroring) mean DSC 0.75 against 0.70 with 10.
+    train_cases: int = 20
     test_cases: int = 3
     synth_size: str = "small"
     # Backbone: the MedDINOv3 ViT-B/16 recipe (no qkv bias, LayerNorm eps 1e-6) at a reduced
@@ -32,16 +33,23 @@ class DemoConfig:
     rope_dtype: str = "fp32"
     embed_dim: int = 96
     num_heads: int = 3
-    # Stage-1 pretraining (DINO + iBOT + KoLeo) on the curated slice corpus.
-    pretrain_iterations: int = 200
-    pretrain_batch_size: int = 16
+    # LayerScale 1.0, as the from-scratch recipe sets it (the release's 1e-5 keeps a random ViT's
+    # blocks near-identity, which a few minutes of pretraining cannot move far); the random twin
+    # that fine-tuning compares against is built the same way.
+    layerscale_init: float = 1.0
+    # Stage-1 pretraining (DINO + iBOT + KoLeo) on the curated slice corpus, with the from-scratch
+    # recipe of configs/pretrain_tiny.yaml (the one that leaves the uniform prediction on a CPU in
+    # minutes; the paper's stage-1 recipe starts from DINOv3 weights) at the demo's sizes.
+    pretrain_recipe: str = "tiny"
+    pretrain_iterations: int = 300
+    pretrain_batch_size: int = 32
     global_crop: int = 64
     local_crop: int = 32
     n_local_crops: int = 4
-    head_prototypes: int = 1024
-    head_hidden_dim: int = 256
-    head_bottleneck_dim: int = 64
-    pretrain_lr: float = 5e-4
+    head_prototypes: int = 16
+    head_hidden_dim: int = 64
+    head_bottleneck_dim: int = 32
+    pretrain_lr: float = 1e-3
     # Linear probe (meddinov3 probe) of the exported backbone and its random twin, frozen: what
     # pretraining changed in the features, read without fine-tuning. Sized to tens of seconds.
     probe_size: int = 128
@@ -55,11 +63,11 @@ class DemoConfig:
     epochs: int = 24
     iterations_per_epoch: int = 60
     val_iterations_per_epoch: int = 2
-    # The recipe's rates (3e-4 decoder, 3e-5 encoder) are for 250k iterations; a run of about a
-    # thousand iterations learns twice as much at these (measured: mean DSC 0.15 vs 0.07 after
-    # 300 iterations). Both inits get the same rates, so only the init differs.
-    decoder_lr: float = 1e-3
-    encoder_lr: float = 1e-4
+    # The recipe's rates (3e-4 decoder, 3e-5 encoder) are for 250k iterations. For 1,440 iterations
+    # (measured, random init, no mirroring, 20 cases: mean DSC 0.75 at 1e-2 / 1e-3, every organ
+    # >= 0.68; at 3e-3 / 1e-3 with mirroring 0.38). Both inits get the same rates.
+    decoder_lr: float = 1e-2
+    encoder_lr: float = 1e-3
     # nnU-Net mirrors training patches along both image axes and averages mirrored predictions.
     # Both are off, as in nnU-Net's nnUNetTrainerNoMirroring: a mirrored patch shows the left kidney
     # where the right one belongs (and the liver where the spleen does), and untangling that takes
@@ -93,7 +101,8 @@ class DemoConfig:
         return f"2d_{self.patch_size}"
 
     def backbone_overrides(self) -> dict[str, Any]:
-        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "depth": 12, "rope_dtype": self.rope_dtype}
+        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "depth": 12, "rope_dtype": self.rope_dtype,
+                "layerscale_init": self.layerscale_init}
 
 
 PRESETS: dict[str, DemoConfig] = {
@@ -109,10 +118,10 @@ PRESETS: dict[str, DemoConfig] = {
         global_crop=128,
         local_crop=48,
         n_local_crops=8,
-        head_prototypes=8192,
+        # Two samples per prototype per batch, as in the tiny recipe (not measured on a GPU yet).
+        head_prototypes=32,
         head_hidden_dim=1024,
         head_bottleneck_dim=256,
-        pretrain_lr=5e-4,
         patch_size=192,
         batch_size=16,
         epochs=50,

@@ -13,32 +13,30 @@ from meddinov3.demo.workspace import Workspace
 from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 
 
-
 def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[str, Any]:
-    """The stage-1 recipe of `meddinov3 pretrain --config stage1`, scaled to a few minutes.
+    """`meddinov3 pretrain --config <config.pretrain_recipe>` at the demo's backbone, crops,
+    batch and length; every learning setting (heads, augmentation, schedules) is the recipe's."""
+    from meddinov3.pretrain.config import load_config
 
-    Short runs need a fast-moving teacher (EMA momentum 0.95 instead of 0.992) and warmups
-    that are a fraction of the run; the losses, heads, crops and masking are the recipe's.
-    """
+    settings = load_config(config.pretrain_recipe).to_dict()
     iterations = config.pretrain_iterations
     on_gpu = config.device == "cuda"
-    return {
+    changes = {
         "data": {"corpus": str(corpus), "bundled_slice": False, "synthetic_slices": 0,
                  "num_workers": 4 if on_gpu else 0, "seed": config.seed},
         "crops": {"n_local": config.n_local_crops, "global_sizes": [config.global_crop],
                   "local_sizes": [config.local_crop]},
         "model": {"init": None, "arch": config.backbone_preset, "arch_overrides": config.backbone_overrides(),
-                  "drop_path_rate": 0.1, "head_prototypes": config.head_prototypes,
-                  "head_hidden_dim": config.head_hidden_dim, "head_bottleneck_dim": config.head_bottleneck_dim},
+                  "head_prototypes": config.head_prototypes, "head_hidden_dim": config.head_hidden_dim,
+                  "head_bottleneck_dim": config.head_bottleneck_dim},
         "optim": {"iterations": iterations, "global_batch_size": config.pretrain_batch_size,
-                  "lr": config.pretrain_lr, "min_lr": config.pretrain_lr / 100,
-                  "warmup_iterations": max(1, iterations // 10),
-                  "teacher_temp_warmup_iterations": max(1, iterations // 3),
-                  "freeze_last_layer_iterations": max(1, iterations // 20),
-                  "momentum": 0.95, "momentum_end": 1.0},
+                  "lr": config.pretrain_lr, "min_lr": config.pretrain_lr / 100},
         "run": {"output_dir": str(output), "checkpoint_every": max(10, iterations // 4),
                 "log_every": 10, "device": config.device, "seed": config.seed},
     }
+    for section, values in changes.items():
+        settings[section].update(values)
+    return settings
 
 
 def pretrain(context: StepContext) -> dict[str, Any]:

@@ -103,10 +103,10 @@ def machine_description(device: str) -> str:
             f"{torch.get_num_threads()} threads; Python {platform.python_version()} on {platform.system()}")
 
 
-def layerscale_sentence(summary: Mapping[str, Any]) -> str:
+def layerscale_sentence(summary: Mapping[str, Any], initial: float) -> str:
     values = ", ".join(f"{title} {value:.1e}" for title, value in summary["layerscale"].items())
-    return (f"Mean |LayerScale gamma| of the blocks: {values} (initialised at 1e-5). Where it stays small the blocks "
-            "mostly pass the patch embedding on and both maps look alike. Trained weights (the released "
+    return (f"Mean |LayerScale gamma| of the blocks: {values} (initialised at {initial:g}). Where it is small the "
+            "blocks mostly pass the patch embedding on and both maps look alike. Trained weights (the released "
             "checkpoint: meddinov3 features --weights MedDINOv3-B-CT3M.pth) give maps that follow the anatomy, as "
             "in the paper's figures.")
 
@@ -338,7 +338,7 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
         "7. Features on the real CT slice (meddinov3 features)",
         paragraph_html("Last-block patch features of the pretrained and of the random backbone on the bundled real "
                        "CT slice: first three principal components as RGB (body only), and cosine similarity of all "
-                       "patches to a query patch (red dot). " + layerscale_sentence(records["features"].summary)),
+                       "patches to a query patch (red dot). " + layerscale_sentence(records["features"].summary, config.layerscale_init)),
         figure_html(Path(records["features"].summary["figure"]), "PCA and patch-similarity maps."),
     )
     report.add(
