@@ -149,7 +149,7 @@ def test_pretraining_starts_from_a_hub_name_with_its_heads(hub_cache, tmp_path):
     from meddinov3.pretrain.trainer import build_student
 
     lay_out_cached_repo(hub_cache, RELEASE_REPO, {"model.pth": TEACHER.read_bytes()}, COMMIT_A)
-    config = load_config("tiny", [f"run.output_dir={tmp_path}", "model.init=meddinov3-ct3m", "model.arch_overrides={}",
+    config = load_config("tiny", [f"run.output_dir={tmp_path}", "model.init=meddinov3-ct3m", "model.arch_overrides={}", "model.head_batchnorm=false",
                                   "model.head_prototypes=32", "model.head_hidden_dim=48", "model.head_bottleneck_dim=16"])
     student = build_student(config)
     teacher = torch.load(TEACHER, weights_only=True)["teacher"]

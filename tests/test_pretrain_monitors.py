@@ -64,10 +64,12 @@ def test_feature_spread_and_effective_rank():
 
 
 def test_uniform_watch_warns_once_after_the_warmup():
-    watch = UniformWatch(warmup_iterations=10)
+    watch = UniformWatch(warmup_iterations=10, prototypes=128)  # ln 128 = 4.852
     uniform = {"dino_global_frac": 0.995, "teacher_entropy": 4.85, "teacher_mean_entropy": 4.85}
     assert watch.check(5, uniform) is None  # still warming up
-    assert watch.check(10, {"dino_global_frac": 0.7}) is None  # learning
+    assert watch.check(10, {"dino_global_frac": 0.7, "teacher_entropy": 2.0}) is None  # learning
+    # A confident teacher the student has not caught up with yet: loss above ln K, not uniform.
+    assert watch.check(10, {"dino_global_frac": 1.16, "teacher_entropy": 1.36, "teacher_mean_entropy": 4.2}) is None
     message = watch.check(20, uniform)
     assert message.startswith("not learning: the heads predict uniformly") and "0.995" in message
     assert watch.check(30, uniform) is None  # once

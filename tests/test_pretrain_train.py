@@ -129,7 +129,8 @@ def test_three_stages_complete_with_their_losses_and_monitors(three_stages):
         assert all(torch.isfinite(torch.tensor([h["loss"] for h in result.history])))
         monitored = [h for h in result.history if "dino_global_frac" in h]
         assert [h["iteration"] for h in monitored] == [h["iteration"] for h in result.history if h["iteration"] % 5 == 0]
-        assert all(0 < h["dino_global_frac"] <= 1.01 and 0 < h["ibot_frac"] <= 1.01 for h in monitored)
+        # Fractions of ln K; above 1 early on, while the student lags a confident teacher.
+        assert all(0 < h["dino_global_frac"] < 2 and 0 < h["ibot_frac"] < 2 for h in monitored)
     assert "gram" not in stages[0].history[0] and "gram" in stages[1].history[0] and "gram" in stages[2].history[0]
     assert {h["global_crop_size"] for h in stages[0].history} == {64}
     assert {(h["global_crop_size"], h["local_crop_size"]) for h in stages[2].history} == {(64, 32), (96, 48)}
@@ -160,7 +161,9 @@ def test_gram_teacher_is_the_initial_teacher_snapshot(three_stages):
 def test_export_has_the_meddinov3_release_layout(tmp_path):
     reference = torch.load(MEDDINO_TEACHER, weights_only=True)["teacher"]
     config = tiny(
-        tmp_path, f"model.init={MEDDINO_TEACHER}", "model.arch_overrides={}", "model.head_prototypes=32", "model.head_hidden_dim=48",
+        # The release's heads have no BatchNorm (the tiny from-scratch recipe's do).
+        tmp_path, f"model.init={MEDDINO_TEACHER}", "model.arch_overrides={}", "model.head_batchnorm=false",
+        "model.head_prototypes=32", "model.head_hidden_dim=48",
         "model.head_bottleneck_dim=16", "optim.iterations=2", "optim.global_batch_size=2", "crops.n_local=2",
     )
     result = train(config)

@@ -33,15 +33,16 @@ class DemoConfig:
     rope_dtype: str = "fp32"
     embed_dim: int = 96
     num_heads: int = 3
-    # LayerScale 1.0, as the from-scratch recipe sets it (the release's 1e-5 keeps a random ViT's
-    # blocks near-identity, which a few minutes of pretraining cannot move far); the random twin
-    # that fine-tuning compares against is built the same way.
+    # LayerScale 1.0, as the from-scratch recipe sets it; the random twin that fine-tuning and the
+    # probe compare against is built the same way. With the release's 1e-5 (blocks near-identity at
+    # the start) 600 iterations gave no probe gain (mean DSC 0.153 vs 0.153; 0.43 vs 0.27 at 1.0).
     layerscale_init: float = 1.0
     # Stage-1 pretraining (DINO + iBOT + KoLeo) on the curated slice corpus, with the from-scratch
     # recipe of configs/pretrain_tiny.yaml (the one that leaves the uniform prediction on a CPU in
     # minutes; the paper's stage-1 recipe starts from DINOv3 weights) at the demo's sizes.
     pretrain_recipe: str = "tiny"
-    pretrain_iterations: int = 300
+    # 600 iterations (about 4 minutes on 2 cores): measured, DINO loss 0.93 ln K after 300, 0.88 after 600.
+    pretrain_iterations: int = 600
     pretrain_batch_size: int = 32
     global_crop: int = 64
     local_crop: int = 32
@@ -53,7 +54,9 @@ class DemoConfig:
     # Linear probe (meddinov3 probe) of the exported backbone and its random twin, frozen: what
     # pretraining changed in the features, read without fine-tuning. Sized to tens of seconds.
     probe_size: int = 128
-    probe_layers: str = "last"
+    # Blocks 2, 5, 8, 11 (what the decoder reads); measured after 600 iterations: mean DSC 0.43 vs
+    # 0.27 for the random twin, against 0.28 vs 0.22 with the last block alone.
+    probe_layers: str = "multiscale"
     probe_train_slices: int = 256
     probe_steps: int = 300
     # Fine-tuning inside nnU-Net on the `2d_<patch_size>` configuration, fold "all" (the

@@ -24,7 +24,7 @@ GAIN_MARGIN = 0.02
 @dataclass(frozen=True)
 class PretrainingOutcome:
     iterations: int
-    dino_fraction: float  # last logged DINO (global crops) loss / ln K; 1.0 = uniform prediction
+    dino_fraction: float  # final DINO (global crops) loss / ln K; 1.0 = uniform prediction
     teacher_entropy: float  # nats, per sample
     teacher_mean_entropy: float  # nats, of the batch-mean prediction
 
@@ -33,15 +33,24 @@ class PretrainingOutcome:
         return self.dino_fraction < UNIFORM_FRACTION
 
 
+# Each monitor is measured on one batch (the DINO fraction moves by about +-0.02 between logs), so
+# the end of a run is read as the mean of its last logs.
+FINAL_LOGS = 5
+
+
 def pretraining_outcome(metrics: Sequence[Mapping[str, float]]) -> PretrainingOutcome:
-    """The last logged monitors of a pretraining run (metrics.jsonl rows)."""
+    """The monitors at the end of a pretraining run (metrics.jsonl rows): means of the last
+    `FINAL_LOGS` logged values."""
     logged = [m for m in metrics if "dino_global_frac" in m]
     if not logged:
         raise ValueError("the pretraining metrics hold no DINO loss fraction (dino_global_frac)")
-    last = logged[-1]
-    return PretrainingOutcome(int(last["iteration"]) + 1, float(last["dino_global_frac"]),
-                              float(last.get("teacher_entropy", math.nan)),
-                              float(last.get("teacher_mean_entropy", math.nan)))
+    final = logged[-FINAL_LOGS:]
+
+    def mean(key: str) -> float:
+        return sum(float(m.get(key, math.nan)) for m in final) / len(final)
+
+    return PretrainingOutcome(int(logged[-1]["iteration"]) + 1, mean("dino_global_frac"), mean("teacher_entropy"),
+                              mean("teacher_mean_entropy"))
 
 
 def points(value: float) -> str:

@@ -97,6 +97,8 @@ class ModelConfig:
     # "dinov3" (truncated normal, std 0.02) or "fan_in" (std 1/sqrt(fan-in)); see pretrain/heads.py.
     head_init: str = "dinov3"
     # BatchNorm (batch statistics) after each hidden layer of the heads, as DINO's `use_bn` option.
+    # Statistics are per process (DINO synchronises them with SyncBatchNorm, which PyTorch runs
+    # only on GPUs), so under torch.distributed each process normalises over its own share.
     head_batchnorm: bool = False
 
 

@@ -97,7 +97,7 @@ def _iterate(
     metrics_context = (output / METRICS_NAME).open("a", encoding="utf-8") if is_main else contextlib.nullcontext()
     with _progress(is_main) as progress, metrics_context as metrics_file:
         task = progress.add_task("pretrain", total=end, completed=trainer.iteration, status="")
-        watch = UniformWatch(cfg.optim.warmup_iterations)
+        watch = UniformWatch(cfg.optim.warmup_iterations, cfg.model.head_prototypes)
         for batch in loader:
             iteration = trainer.iteration
             metrics = trainer.step(batch, monitor=iteration % cfg.run.log_every == 0)
