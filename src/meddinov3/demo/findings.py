@@ -98,7 +98,7 @@ def verdict(outcome: PretrainingOutcome, probe: Mapping[str, Any], mean_dice: Ma
     tuned = ("does not show a gain from pretraining" if tuned_gain > -GAIN_MARGIN else
              f"favours random initialisation by {points(-tuned_gain)} points")
     if probe_gain >= GAIN_MARGIN:
-        return (f"These few CPU minutes of fine-tuning {tuned}: on synthetic organs the random init catches up "
+        return (f"Fine-tuning for these few CPU minutes {tuned}: on synthetic organs the random init catches up "
                 f"within the run. The evidence that pretraining learned is the probe: the frozen pretrained "
                 f"features segment {points(probe_gain)} points better than random ones.")
     cause = ("the pretraining never left the uniform prediction, so its backbone is as good as untrained"
