@@ -49,7 +49,7 @@ def pretraining_outcome(metrics: Sequence[Mapping[str, float]]) -> PretrainingOu
     def mean(key: str) -> float:
         return sum(float(m.get(key, math.nan)) for m in final) / len(final)
 
-    return PretrainingOutcome(int(logged[-1]["iteration"]) + 1, mean("dino_global_frac"), mean("teacher_entropy"),
+    return PretrainingOutcome(int(metrics[-1]["iteration"]) + 1, mean("dino_global_frac"), mean("teacher_entropy"),
                               mean("teacher_mean_entropy"))
 
 

@@ -143,8 +143,8 @@ def pretraining_table(summary: Mapping[str, Any], outcome: PretrainingOutcome) -
         ["prototypes K", f"{s['model']['head_prototypes']}"],
         ["peak lr", f"{s['optim']['lr']:g}"],
         ["total loss first -> last", f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}"],
-        ["DINO loss / ln K, last", f"{outcome.dino_fraction:.3f}"],
-        ["teacher entropy per sample / of the batch mean, last",
+        ["DINO loss / ln K, mean of the last logs", f"{outcome.dino_fraction:.3f}"],
+        ["teacher entropy per sample / of the batch mean, mean of the last logs",
          f"{outcome.teacher_entropy:.2f} / {outcome.teacher_mean_entropy:.2f} nats"],
     ]
     return table_html(["setting", "value"], rows)
