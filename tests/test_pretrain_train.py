@@ -309,3 +309,24 @@ def test_torchrun_two_processes_through_the_cli(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 4
     assert load_checkpoint(tmp_path / "checkpoint.pth")["world_size"] == 2
     load_backbone(tmp_path / "export" / "backbone.safetensors")
+
+
+def test_periodic_teacher_probe_logs_its_dsc_and_draws_it(tmp_path):
+    """eval.probe_dataset + eval.every: the teacher's probe DSC (and its random twin's, scored
+    once) lands in metrics.jsonl after every N iterations and after the last, and in the figure."""
+    from PIL import Image
+
+    from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
+    from meddinov3.synth.dataset import SynthSpec, write_dataset
+
+    dataset = tmp_path / "Dataset991_Probe"
+    write_dataset(dataset, SynthSpec(cases=2, test_cases=1, seed=3, shape_zyx=(4, 64, 64)))
+    probe = [f"eval.probe_dataset={dataset}", "eval.every=2", "eval.size=32", "eval.max_train_slices=8", "eval.steps=5"]
+    train(tiny(tmp_path / "run", "optim.iterations=5", "run.log_every=1", *probe))
+    probed = [m for m in read_metrics(tmp_path / "run" / METRICS_NAME) if "probe_dsc" in m]
+    assert [m["iteration"] for m in probed] == [1, 3, 4], "after iterations 2 and 4, and after the last (5)"
+    assert all(0.0 <= m["probe_dsc"] <= 1.0 for m in probed)
+    assert len({m["probe_dsc_random"] for m in probed}) == 1, "the random twin is scored once"
+    train(tiny(tmp_path / "plain", "optim.iterations=2"))
+    with Image.open(tmp_path / "run" / "learning.png") as with_probe, Image.open(tmp_path / "plain" / "learning.png") as plain:
+        assert with_probe.width > plain.width, "a third panel for the probe curve"
