@@ -53,9 +53,9 @@ def pretraining_outcome(metrics: Sequence[Mapping[str, float]]) -> PretrainingOu
                               mean("teacher_mean_entropy"))
 
 
-def points(value: float) -> str:
-    """A DSC in [0, 1] as percent points with one decimal."""
-    return f"{100 * value:.1f}"
+def points(value: float | None) -> str:
+    """A DSC (or NSD) in [0, 1] as percent points with one decimal; "n/a" when there is none."""
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def signed_points(value: float) -> str:

@@ -12,7 +12,8 @@ import numpy as np
 
 from meddinov3.demo import figures
 from meddinov3.demo.findings import (
-    PretrainingOutcome, finetuning_sentence, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
+    PretrainingOutcome, finetuning_sentence, points, pretraining_outcome, pretraining_sentence, probe_sentence,
+    signed_points, verdict,
 )
 from meddinov3.demo.finetuning import model_folder
 from meddinov3.demo.report import Report, figure_html, paragraph_html, table_html
@@ -52,10 +53,6 @@ def chance_dice(workspace: Workspace, n_labels: int) -> dict[int, float]:
             for label in range(1, n_labels)}
 
 
-def percent(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
 def results_table(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[int, float],
                   names: Mapping[int, str]) -> str:
     headers = ["organ"] + [f"DSC % ({figures.INIT_TITLES[i]})" for i in INITS] + \
@@ -63,12 +60,12 @@ def results_table(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[in
     rows = []
     for label in sorted(k for k in names if k > 0):
         entries = [summaries[i]["labels"][str(label)] for i in INITS]
-        rows.append([names[label]] + [percent(e["dice"]["mean"]) for e in entries]
-                    + [percent(e["nsd"]["mean"]) for e in entries] + [percent(chance[label])])
+        rows.append([names[label]] + [points(e["dice"]["mean"]) for e in entries]
+                    + [points(e["nsd"]["mean"]) for e in entries] + [points(chance[label])])
     means = [summaries[i]["mean_over_labels"] for i in INITS]
     chance_mean = float(np.nanmean(list(chance.values())))
-    rows.append(["mean over organs"] + [percent(m["dice"]) for m in means] + [percent(m["nsd"]) for m in means]
-                + [percent(chance_mean)])
+    rows.append(["mean over organs"] + [points(m["dice"]) for m in means] + [points(m["nsd"]) for m in means]
+                + [points(chance_mean)])
     return table_html(headers, rows)
 
 
@@ -127,7 +124,7 @@ def finetuning_table(records: Mapping[str, StepRecord]) -> str:
         rows.append([figures.INIT_TITLES[init], f"--method {summary['method']}", f"{summary['encoder_lr']:g}",
                      f"{summary['decoder_lr']:g}",
                      f"{summary['epochs']} x {summary['iterations_per_epoch']} x batch {summary['batch_size']}",
-                     f"{curves['train_losses'][-1]:.3f}", percent(curves["mean_fg_dice"][-1]),
+                     f"{curves['train_losses'][-1]:.3f}", points(curves["mean_fg_dice"][-1]),
                      f"{records[f'train_{init}'].seconds:.0f}", f"{records[f'train_{init}'].cpu_seconds:.0f}"])
     return table_html(["init", "meddinov3 train", "encoder lr", "decoder lr", "epochs x iterations",
                        "last train loss", "last pseudo DSC %", "seconds", "CPU seconds"], rows)
@@ -238,7 +235,7 @@ def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str
         probe_sentence(probe),
         finetuning_sentence(mean_dice, trained["epochs"] * trained["iterations_per_epoch"], cpu_minutes)
         + f" Labelling voxels at random with the training organ frequencies would score "
-        f"{percent(float(np.nanmean(list(chance.values()))))} %; all numbers are on the {n_test} held-out cases.",
+        f"{points(float(np.nanmean(list(chance.values()))))} %; all numbers are on the {n_test} held-out cases.",
         verdict(outcome, probe, mean_dice),
     ]
     return "".join(paragraph_html(sentence) for sentence in sentences)
@@ -246,11 +243,11 @@ def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str
 
 def probe_table(probe: Mapping[str, Any]) -> str:
     dice = probe["dice"]
-    rows = [[organ, percent(dice["pretrained"][organ]), percent(dice["random"][organ]),
-             f"{100 * (dice['pretrained'][organ] - dice['random'][organ]):+.1f}"] for organ in dice["pretrained"]]
+    rows = [[organ, points(dice["pretrained"][organ]), points(dice["random"][organ]),
+             signed_points(dice["pretrained"][organ] - dice["random"][organ])] for organ in dice["pretrained"]]
     means = probe["mean_dice"]
-    rows.append(["mean over organs", percent(means["pretrained"]), percent(means["random"]),
-                 f"{100 * (means['pretrained'] - means['random']):+.1f}"])
+    rows.append(["mean over organs", points(means["pretrained"]), points(means["random"]),
+                 signed_points(means["pretrained"] - means["random"])])
     return table_html(["organ", "DSC % (pretrained, frozen)", "DSC % (random twin, frozen)", "difference (points)"],
                       rows)
 
