@@ -11,6 +11,7 @@ import torch
 
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.spec import attach_spec, build_spec
+from meddinov3.nnunet.standalone import standalone_plans
 
 # nnU-Net's default 2D U-Net for a 64 x 64 patch, as its planner writes it.
 STAGES = 5
@@ -44,36 +45,12 @@ DATASET_JSON = {
 
 
 def unit_plans(patch=(64, 64)) -> dict:
-    """nnU-Net v2 plans with one 2D configuration."""
-    return {
-        "dataset_name": "Dataset990_Unit",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [3.0, 0.8, 0.8],
-        "original_median_shape_after_transp": [8, 64, 64],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"max": 700.0, "mean": 100.0, "median": 90.0, "min": -50.0,
-                  "percentile_00_5": -40.0, "percentile_99_5": 690.0, "std": 150.0}
-        },
-        "configurations": {
-            "2d": {
-                "data_identifier": "nnUNetPlans_2d",
-                "preprocessor_name": "DefaultPreprocessor",
-                "batch_size": 2,
-                "patch_size": list(patch),
-                "median_image_size_in_voxels": [64.0, 64.0],
-                "spacing": [0.8, 0.8],
-                "normalization_schemes": ["CTNormalization"],
-                "use_mask_for_norm": [False],
-                "architecture": copy.deepcopy(PLAIN_UNET),
-                "batch_dice": True,
-            }
-        },
-    }
+    """nnU-Net v2 plans with one 2D configuration: the standalone plans with nnU-Net's U-Net
+    architecture filled in (the `nnunet` method builds it) and this module's dataset name."""
+    plans = standalone_plans(patch, batch_size=2)
+    plans["dataset_name"] = "Dataset990_Unit"
+    plans["configurations"]["2d"]["architecture"] = copy.deepcopy(PLAIN_UNET)
+    return plans
 
 
 def plans_with(method: str, weights=None, recipe: str = "default", **overrides) -> dict:
