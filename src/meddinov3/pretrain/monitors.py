@@ -106,6 +106,6 @@ class UniformWatch:
         return (
             f"not learning: the heads predict uniformly (DINO loss {fraction:.3f} x ln K at iteration "
             f"{iteration}, after the {self.warmup_iterations}-iteration warm-up; teacher entropy "
-            f"{metrics.get('teacher_entropy', float('nan')):.3f} per sample vs "
+            f"{entropy:.3f} per sample vs "
             f"{metrics.get('teacher_mean_entropy', float('nan')):.3f} for the batch mean)"
         )
