@@ -110,8 +110,10 @@ def test_auto_device_is_the_cpu_here_and_the_default_of_predict_and_features():
     assert pick_device("auto") == torch.device("cpu") == pick_device("cpu")
     for command in (predict, features):
         assert inspect.signature(command).parameters["device"].default.default == "auto"
-    with pytest.raises(ValueError, match="no CUDA device"):
-        pick_device("cuda")
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")  # taken as it is (run_probe's device)
+    for gpu in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match="no CUDA device"):
+            pick_device(gpu)
     with pytest.raises(ValueError, match="one of auto, cuda, mps, cpu"):
         pick_device("gpu")
 

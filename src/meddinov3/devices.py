@@ -14,14 +14,17 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """The device `name` stands for; an explicit device the machine lacks is an error, not a fallback."""
-    if name not in DEVICE_CHOICES:
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """The device `name` stands for (a torch.device is taken as it is; "cuda:N" names one GPU); an
+    explicit device the machine lacks is an error, not a fallback."""
+    if isinstance(name, torch.device):
+        return name
+    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
         raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no CUDA device; use auto or cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name} requested but torch sees no CUDA device; use auto or cpu")
     if name == "mps" and not _mps_available():
         raise ValueError("device mps requested but this machine has no Apple MPS device; use auto or cpu")
     return torch.device(name)

@@ -28,7 +28,7 @@ def probe(
     steps: int = typer.Option(1000, "--steps", min=1, help="Training steps of the linear head."),
     lr: float = typer.Option(3e-2, "--lr", min=0.0, help="Peak AdamW learning rate of the linear head."),
     seed: int = typer.Option(0, "--seed", help="Slices drawn, batch order and the random twin's weights."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu."),
     random_baseline: bool = typer.Option(
         True, "--random-baseline/--no-random-baseline", help="Also probe a randomly initialised twin of each architecture."
     ),
@@ -55,12 +55,12 @@ def probe(
         from meddinov3.probe.backbones import load_compared
         from meddinov3.probe.config import ProbeConfig
         from meddinov3.probe.data import prepare_probe
-        from meddinov3.probe.device import resolve_device
+        from meddinov3.devices import pick_device
         from meddinov3.probe.report import results_table, write_outputs
         from meddinov3.probe.runner import run_probe
 
         config = ProbeConfig(size=size, layers=layers, max_train_slices=max_train_slices, steps=steps, lr=lr, seed=seed)  # type: ignore[arg-type]
-        torch_device = resolve_device(device)
+        torch_device = pick_device(device)
         data = prepare_probe(dataset, config, show_progress=progress)
         if data.dataset.channel_name.upper() != "CT":
             errors.print(f"[yellow]note:[/yellow] channel 0 is {data.dataset.channel_name!r}, not CT; "

@@ -26,7 +26,7 @@ from meddinov3.probe.cache import FeatureStore, cache_folder
 from meddinov3.probe.classifier import train_head
 from meddinov3.probe.config import ProbeConfig
 from meddinov3.probe.data import ProbeData, prepare_probe
-from meddinov3.probe.device import resolve_device
+from meddinov3.devices import pick_device
 from meddinov3.probe.features import backbone_device, backbone_features, check_size, feature_blocks
 from meddinov3.probe.progress import progress_bars
 from meddinov3.probe.result import BackboneScores, ProbeResult
@@ -55,7 +55,7 @@ def run_probe(
         data = dataset
     else:
         data = prepare_probe(dataset, config, show_progress)
-    head_device = resolve_device(device)
+    head_device = pick_device(device)
     names = data.dataset.labels.names
     result = ProbeResult(
         dataset=data.dataset.folder,
