@@ -205,3 +205,18 @@ def test_random_twin_has_the_architecture_and_depends_only_on_the_seed():
     state, same, different = twin.state_dict(), again.state_dict(), other.state_dict()
     assert all(torch.equal(state[k], same[k]) for k in state)
     assert not torch.equal(state["blocks.0.attn.qkv.weight"], different["blocks.0.attn.qkv.weight"])
+
+
+def test_images_are_read_whole_through_the_one_reading_path(tmp_path):
+    """A cut-off .nii.gz is refused naming the file (SimpleITK alone zero-fills the missing voxels)."""
+    from meddinov3.probe.dataset import ProbeDatasetError
+    from meddinov3.probe.slices import read_hu_volume
+    from meddinov3.synth.dataset import SynthSpec, write_dataset
+
+    dataset = tmp_path / "Dataset993_Truncated"
+    write_dataset(dataset, SynthSpec(cases=1, test_cases=1, seed=0, shape_zyx=(4, 64, 64)))
+    image = next((dataset / "imagesTs").glob("*.nii.gz"))
+    assert read_hu_volume(image).shape == (4, 64, 64)
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    with pytest.raises(ProbeDatasetError, match=f"{image.name}: truncated"):
+        read_hu_volume(image)

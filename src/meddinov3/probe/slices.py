@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from meddinov3.evaluation.labels import IGNORE_LABEL_NAME, DatasetLabels
+from meddinov3.images import itk_message
 from meddinov3.intensity import normalize_ct
 from meddinov3.probe.dataset import Case, ProbeDatasetError
 
@@ -50,14 +51,16 @@ class ClassSet:
 
 
 def read_hu_volume(path: Path) -> np.ndarray:
-    """(z, y, x) float32 intensities of an image file."""
+    """(z, y, x) float32 intensities of an image file, read whole and finite (`meddinov3.images`)."""
     import SimpleITK as sitk
 
+    from meddinov3.images import ImageFileError, read_image
+
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise ProbeDatasetError(f"{path}: cannot read image: {reason}") from None
+        image = read_image(path)
+    except ImageFileError as error:
+        raise ProbeDatasetError(str(error)) from None
+    return sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
 
 
 def read_label_volume(path: Path) -> np.ndarray:
@@ -76,8 +79,7 @@ def image_shape(path: Path) -> tuple[int, ...]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise ProbeDatasetError(f"{path}: cannot read image header: {reason}") from None
+        raise ProbeDatasetError(f"{path}: cannot read image header: {itk_message(error)}") from None
     return tuple(reversed(reader.GetSize()))
 
 
