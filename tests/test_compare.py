@@ -15,6 +15,7 @@ from baseline_workspace import CONFIGURATION, QUICK_TRAINING, baseline_workspace
 
 from meddinov3.cli import app
 from meddinov3.compare.paper import paper_table
+from meddinov3.compare.recipes import trained_precision
 from meddinov3.compare.results import ComparisonError, scores_from_summary
 from meddinov3.compare.runner import ComparisonJob, run_comparison
 from meddinov3.compare.table import ComparisonContext, csv_table, markdown_table
@@ -115,12 +116,31 @@ def test_compare_writes_table_csv_and_plot(workspace):
     batch = plans["configurations"][CONFIGURATION]["batch_size"]
     patch = "x".join(map(str, plans["configurations"][CONFIGURATION]["patch_size"]))
     common = f"| fp32 (cpu: no autocast), clip 12 | {batch} | {patch} |"
+    recorded_fp32 = f"| fp32 (no autocast), clip 12 | {batch} | {patch} |"  # the ViT trainer's recorded precision
     assert "## Training recipes" in text
     assert f"| nnU-Net | default (= release) | SGD | 0.01 | 3e-05 | momentum 0.99, Nesterov | poly 0.9 per epoch, 1 epochs {common}" in text
     assert f"| SegFormer | default (= release) | AdamW | 2e-05 | 0.05 | betas (0.9, 0.98) | poly 0.9 per epoch, 1 epochs {common}" in text
-    assert f"| Dino U-Net (B) | default | SGD | 0.001 | 3e-05 | momentum 0.99, Nesterov | poly 0.9 per epoch, 1 epochs {common}" in text
+    assert f"| Dino U-Net (B) | default | SGD | 0.001 | 3e-05 | momentum 0.99, Nesterov | poly 0.9 per epoch, 1 epochs {recorded_fp32}" in text
     recorded = json.loads(outputs.recipes.read_text(encoding="utf-8"))
     assert [r["method"] for r in recorded] == METHODS and recorded[1]["lr"] == "2e-05"
+
+
+@pytest.mark.parametrize("recorded,device,expected", [
+    ("bf16", "cuda", "bf16 autocast"),  # not nnU-Net's fp16 + GradScaler: what the ViT trainer ran
+    ("fp16", "cuda:1", "fp16 autocast + GradScaler"),
+    ("fp32", "cuda", "fp32 (no autocast)"),
+    (None, "cuda", "fp16 autocast + GradScaler"),  # no spec: nnU-Net's own train_step
+    (None, "cpu", "fp32 (cpu: no autocast)"),
+])
+def test_recipe_table_reports_the_precision_the_run_recorded(recorded, device, expected):
+    from meddinov3.backbone import preset_config
+    from meddinov3.nnunet.spec import PLANS_KEY, NetworkSpec
+
+    configuration = {"patch_size": [896, 896]}
+    if recorded is not None:
+        spec = NetworkSpec("meddinov3", preset_config("vitb16").to_dict(), True, [2, 5, 8, 11], precision=recorded)
+        configuration[PLANS_KEY] = spec.to_dict()
+    assert trained_precision(configuration, device) == expected
 
 
 def test_second_run_reuses_trainings_and_evaluations(workspace):

@@ -1,5 +1,9 @@
 """`meddinov3 features`: PCA and similarity maps on real inputs."""
 
+import hashlib
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -51,6 +55,17 @@ def test_bundled_slice_is_real_ct():
     hu = read_ct_slice()
     assert BUNDLED_SLICE.exists() and hu.shape == (256, 256)
     assert hu.min() == pytest.approx(-1000) and 500 < hu.max() < 1100
+
+
+def test_bundled_slice_is_the_file_its_provenance_describes():
+    """The asset's origin, licence and checksum are recorded beside it and in NOTICE; a changed
+    file would make that record false."""
+    record = (BUNDLED_SLICE.parent / "README.md").read_text(encoding="utf-8")
+    recorded = re.search(r"sha256 \| `([0-9a-f]{64})`", record).group(1)
+    assert hashlib.sha256(BUNDLED_SLICE.read_bytes()).hexdigest() == recorded
+    assert "https://github.com/ricklisz/MedDINOv3" in record and "Apache License, Version 2.0" in record
+    notice = (Path(__file__).resolve().parents[1] / "NOTICE").read_text(encoding="utf-8")
+    assert BUNDLED_SLICE.name in notice
 
 
 def test_pca_masks_background_and_similarity_peaks_at_query():

@@ -47,6 +47,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Help texts are plain text: `hf://owner/name[@revision][/file]` must show its brackets, not
+    # be read as rich markup (which raised MarkupError for `[/file]`).
+    rich_markup_mode=None,
 )
 
 

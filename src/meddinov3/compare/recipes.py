@@ -2,9 +2,10 @@
 
 The optimiser, its learning rates, weight decay and moments come from the saved optimiser state;
 batch size, patch size and the recipe switch from the plans the trainer was built with (saved in
-the checkpoint); the schedule, gradient clipping and precision from the method's recipe, which
-its trainer reads, and the device it ran on. A reader can check a results table against the
-paper's recipe row by row.
+the checkpoint); the schedule and gradient clipping from the method's recipe, which its trainer
+reads; the precision from the network spec the run recorded in its plans (ViT methods), or from
+nnU-Net's own step on the device it ran on (the others). A reader can check a results table
+against the paper's recipe row by row.
 """
 
 from __future__ import annotations
@@ -73,6 +74,26 @@ def recipe_switch(method, configuration: dict[str, Any]) -> str:
     return spec.recipe if spec is not None else "default"
 
 
+PRECISION_NAMES = {
+    "bf16": "bf16 autocast",
+    "fp16": "fp16 autocast + GradScaler",
+    "fp32": "fp32 (no autocast)",
+}
+
+
+def trained_precision(configuration: dict[str, Any], device: str) -> str:
+    """What the run computed in: the precision its ViT trainer recorded in the plans, else nnU-Net's
+    own train_step, which autocasts to fp16 with a GradScaler on CUDA only."""
+    from meddinov3.nnunet.spec import spec_in_configuration
+
+    spec = spec_in_configuration(configuration)
+    if spec is not None and spec.precision is not None:
+        return PRECISION_NAMES[spec.precision]
+    if device.startswith("cuda"):
+        return PRECISION_NAMES["fp16"]
+    return f"fp32 ({device}: no autocast)"
+
+
 def trained_recipe(method_name: str, fold_folder: Path) -> TrainedRecipe:
     """The recipe of the run in `fold_folder`, from its checkpoint_final.pth."""
     from meddinov3.backbone import CheckpointError
@@ -89,13 +110,8 @@ def trained_recipe(method_name: str, fold_folder: Path) -> TrainedRecipe:
     except (CheckpointError, KeyError, TypeError) as error:
         raise ComparisonError(f"{path}: cannot read the training recipe ({type(error).__name__}: {error})") from error
     method = get_method(method_name)
-    recipe = method.recipe  # schedule, clipping and precision are the same in both of a method's recipes
-    device = str(init_args.get("device", "cuda"))
-    precision = (
-        f"{recipe.precision} autocast + GradScaler, clip {recipe.grad_clip:g}"
-        if device.startswith("cuda")
-        else f"fp32 ({device}: no autocast), clip {recipe.grad_clip:g}"
-    )
+    recipe = method.recipe  # schedule and clipping are the same in both of a method's recipes
+    precision = trained_precision(configuration, str(init_args.get("device", "cuda")))
     return TrainedRecipe(
         method=method_name,
         recipe=recipe_switch(method, configuration),
@@ -104,7 +120,7 @@ def trained_recipe(method_name: str, fold_folder: Path) -> TrainedRecipe:
         weight_decay=f"{groups[0]['weight_decay']:g}",
         moments=moments(groups[0]),
         schedule=f"poly {recipe.poly_exponent:g} per epoch, {checkpoint.get('current_epoch', '?')} epochs",
-        precision=precision,
+        precision=f"{precision}, clip {recipe.grad_clip:g}",
         batch_size=int(configuration["batch_size"]),
         patch_size="x".join(str(int(p)) for p in configuration["patch_size"]),
     )

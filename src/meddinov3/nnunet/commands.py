@@ -25,15 +25,16 @@ def _clear_errors():
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` pairs; values parsed as YAML scalars (48 -> int, 1e-6 -> float, true -> bool)."""
-    import yaml
+    """`key=value` pairs, read by the one override parser (`meddinov3.overrides`)."""
+    from meddinov3.overrides import parse_assignment
 
     overrides = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--backbone-set")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            key, value = parse_assignment(item)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--backbone-set") from None
+        overrides[key] = value
     return overrides
 
 

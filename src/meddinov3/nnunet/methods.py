@@ -53,9 +53,9 @@ class Recipe:
     momentum: float | None = None
     nesterov: bool = False
     # nnU-Net's train_step, which every release trainer keeps: global grad norm clipped to 12
-    # after unscaling, under CUDA fp16 autocast with a GradScaler (T/nnUNetTrainer.py:993-1006).
+    # after unscaling (T/nnUNetTrainer.py:993-1006). Precision is not part of the recipe: the ViT
+    # trainers run the device's (`meddinov3.precision`), recorded in the run's network spec.
     grad_clip: float = 12.0
-    precision: str = "fp16"
     # ViT config fields set on top of the weights' (or preset's) architecture.
     backbone: Mapping[str, Any] = field(default_factory=dict)
     # False: the pretrained file is loaded non-strictly; keys the network lacks are dropped (and logged).

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from meddinov3.overrides import parse_assignment
 from meddinov3.precision import PRECISION_CHOICES
 
 
@@ -256,18 +257,13 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`optim.lr=1e-4` -> (["optim", "lr"], 1e-4); the value is read as YAML."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} is not of the form section.key=value")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    # YAML 1.1 reads "1e-4" as a string; numbers in scientific notation are common here.
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    return key.strip().split("."), value
+    """`optim.lr=1e-4` -> (["optim", "lr"], 1e-4), read by the one override parser
+    (`meddinov3.overrides`)."""
+    try:
+        key, value = parse_assignment(text)
+    except ValueError as error:
+        raise ValueError(f"override {text!r} is not of the form section.key=value ({error})") from None
+    return key.split("."), value
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:
