@@ -23,7 +23,7 @@ from meddinov3.probe.classifier import train_head
 from meddinov3.probe.config import ProbeConfig
 from meddinov3.probe.features import extract, feature_blocks
 from meddinov3.probe.scoring import predict_volume
-from meddinov3.viz.images import read_ct_slice
+from meddinov3.viz.ct_slice import read_ct_slice
 
 NATIVE = 512
 CLASSES = 8

@@ -52,7 +52,8 @@ def network_spec(preset: str, multiscale: bool, precision: str | None, **backbon
     """The spec `meddinov3 train` records for a multi- or single-scale ViT method."""
     from meddinov3.backbone import preset_config
     from meddinov3.nnunet.methods import get_method
-    from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
+    from meddinov3.nnunet.spec import NetworkSpec
+    from meddinov3.segmentation import default_interaction_layers
 
     config = preset_config(preset, **get_method("meddinov3").recipe.backbone, **backbone_overrides)
     layers = default_interaction_layers(config.depth) if multiscale else [config.depth - 1]

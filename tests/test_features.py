@@ -14,7 +14,7 @@ from conftest import FIXTURES
 from meddinov3.backbone import load_backbone
 from meddinov3.cli import app
 from meddinov3.viz.features import foreground_patches, patch_features, pca_rgb, similarity_map
-from meddinov3.viz.images import BUNDLED_SLICE, read_ct_slice
+from meddinov3.viz.ct_slice import BUNDLED_SLICE, read_ct_slice
 
 runner = CliRunner()
 

@@ -12,7 +12,8 @@ import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from meddinov3.images import ImageFileError, find_dicom_series, read_dicom_series, read_image
+from meddinov3.images import ImageFileError, read_image
+from meddinov3.images.dicom import find_dicom_series, read_dicom_series
 from test_nnunet_end_to_end import _write_dicom_series
 
 SERIES_UID = "1.2.826.0.1.3680043.2.1125.1.987"

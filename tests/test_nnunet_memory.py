@@ -21,7 +21,8 @@ from meddinov3.nnunet.memory import (
 from meddinov3.nnunet.network import unwrap
 from meddinov3.nnunet.paths import NnUNetSetupError
 from meddinov3.nnunet.plans import batch_size_that_fits
-from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
+from meddinov3.nnunet.spec import NetworkSpec
+from meddinov3.segmentation import default_interaction_layers
 from meddinov3.nnunet.standalone import standalone_trainer, synthetic_batch, use_nnunet_folders
 
 NUM_CLASSES = 16  # AMOS22: 15 organs + background

@@ -18,13 +18,12 @@ from meddinov3.nnunet.spec import (
     recorded_spec,
     spec_in_plans,
 )
+from meddinov3.nnunet.trainer_classes import TRAINERS, trainer_class
 from meddinov3.nnunet.trainers import (
     DINOv3SingleScaleTrainer,
     DINOv3Trainer,
     MedDINOv3Trainer,
-    TRAINERS,
     ViTScratchTrainer,
-    trainer_class,
 )
 
 TINY = {"embed_dim": 48, "num_heads": 2, "depth": 4}

@@ -29,7 +29,7 @@ from meddinov3.probe.classifier import upsample
 from meddinov3.probe.features import extract, feature_blocks
 from meddinov3.probe.report import RESULTS_JSON
 from meddinov3.probe.slices import IGNORE_INDEX, ClassSet, choose_training_slices
-from meddinov3.evaluation.labels import DatasetLabels
+from meddinov3.datasets import DatasetLabels
 from meddinov3.synth.dataset import SynthSpec, write_dataset
 from meddinov3.synth.tissues import LABELS
 
@@ -209,7 +209,7 @@ def test_random_twin_has_the_architecture_and_depends_only_on_the_seed():
 
 def test_images_are_read_whole_through_the_one_reading_path(tmp_path):
     """A cut-off .nii.gz is refused naming the file (SimpleITK alone zero-fills the missing voxels)."""
-    from meddinov3.probe.dataset import ProbeDatasetError
+    from meddinov3.probe.splits import ProbeDatasetError
     from meddinov3.probe.slices import read_hu_volume
     from meddinov3.synth.dataset import SynthSpec, write_dataset
 

@@ -17,7 +17,7 @@ from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.spec import build_spec
-from meddinov3.nnunet.trainers import trainer_class
+from meddinov3.nnunet.trainer_classes import trainer_class
 
 TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
 OFFICIAL = FIXTURES / "dinov3_tiny_official.pth"

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from meddinov3.backbone.config import SWIGLU_ALIGN, BackboneConfig
+from meddinov3.backbone.errors import CheckpointError
 from meddinov3.backbone.hf import backbone_config_from_hf, from_hf_state_dict, is_hf_state_dict
 from meddinov3.backbone.presets import PRESETS
 from meddinov3.backbone.vit import DinoVisionTransformer
-from meddinov3.errors import InputError
 
 CONFIG_METADATA_KEY = "meddinov3_backbone_config"
 _WRAPPER_KEYS = ("teacher", "student", "model", "state_dict", "network_weights")
@@ -39,10 +39,6 @@ _NP_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray
 _SAFE_NUMPY_GLOBALS = [np.dtype, _NP_MULTIARRAY.scalar, _NP_MULTIARRAY._reconstruct, np.ndarray] + [
     type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")
 ]
-
-
-class CheckpointError(InputError, ValueError):
-    """A checkpoint that cannot be read as a backbone; the message names the file and the problem."""
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:

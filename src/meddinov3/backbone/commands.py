@@ -6,8 +6,6 @@ from typing import Optional
 
 import typer
 
-from meddinov3.cli_errors import errors_as_one_line
-
 
 def weights(
     name: Optional[str] = typer.Argument(
@@ -23,12 +21,11 @@ def weights(
     """
     from rich.console import Console
 
-    from meddinov3.backbone.hub import HubWeightsError, resolve_weights
+    from meddinov3.backbone.hub import resolve_weights
 
     console = Console()
     if name is not None:
-        with errors_as_one_line(HubWeightsError):
-            path = resolve_weights(name)
+        path = resolve_weights(name)
         console.print(str(path), highlight=False, soft_wrap=True)
         return
     console.print(known_weights_table())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from meddinov3.backbone.checkpoints import CheckpointError
+from meddinov3.backbone.errors import CheckpointError
 
 HUB_PREFIX = "hf://"
 # A plain `owner/name` ending like a checkpoint file is a mistyped local path, not a repository.

@@ -1,6 +1,6 @@
 """The paper's comparison baselines as networks: SegFormer and Dino U-Net.
 
-Their nnU-Net trainers are in `meddinov3.baselines.trainers` (imported on demand: it needs nnU-Net).
+Their nnU-Net trainers are in `meddinov3.nnunet.baseline_trainers`, beside the other trainers.
 """
 
 from meddinov3.baselines.dino_unet import DinoUNet, build_dino_unet

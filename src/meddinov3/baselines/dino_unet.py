@@ -30,7 +30,7 @@ from meddinov3.backbone import DinoVisionTransformer
 from meddinov3.baselines.adapter import ADAPTER_STRIDES, DinoAdapter
 from meddinov3.baselines.fapm import FidelityAwareProjection, RepeatedUpsampler
 from meddinov3.baselines.unet_decoder import NNUNET_WIDTHS, UNetDecoder
-from meddinov3.segmentation import PAPER_INTERACTION_LAYERS
+from meddinov3.segmentation import PAPER_INTERACTION_LAYERS, default_interaction_layers
 from meddinov3.segmentation.decoder import HE_INIT
 
 PAD_MULTIPLE = ADAPTER_STRIDES[-1]
@@ -111,7 +111,5 @@ def build_dino_unet(
 ) -> DinoUNet:
     """Dino U-Net around `backbone` (frozen), fed by the ends of the backbone's four quarters
     (blocks 2, 5, 8, 11 of a ViT-B) unless `interaction_layers` says otherwise."""
-    from meddinov3.nnunet.spec import default_interaction_layers
-
     layers = interaction_layers if interaction_layers is not None else default_interaction_layers(backbone.n_blocks)
     return DinoUNet(backbone, num_classes, layers, widths, convs_per_stage)

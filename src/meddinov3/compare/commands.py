@@ -65,10 +65,7 @@ def compare(
 
     from rich.console import Console
 
-    from meddinov3.compare.results import ComparisonError
     from meddinov3.compare.runner import ComparisonJob, run_comparison
-    from meddinov3.evaluation import EvaluationError
-    from meddinov3.nnunet.paths import NnUNetSetupError
 
     errors = Console(stderr=True)
     job = ComparisonJob(
@@ -86,7 +83,7 @@ def compare(
         eval_workers=workers,
         show_progress=progress,
     )
-    with errors_as_one_line(ComparisonError, EvaluationError, NnUNetSetupError, ValueError, console=errors):
+    with errors_as_one_line(ValueError, console=errors):
         outputs = run_comparison(job, report=lambda line: errors.print(line, highlight=False))
     typer.echo(outputs.markdown.read_text(encoding="utf-8"))
     for path in (outputs.markdown, outputs.csv, outputs.plot, outputs.recipes):

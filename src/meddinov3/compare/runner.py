@@ -21,7 +21,8 @@ from meddinov3.compare.plot import write_comparison_plot
 from meddinov3.compare.recipes import TrainedRecipe, recipes_markdown, trained_recipe
 from meddinov3.compare.results import ComparisonError, MethodScores, read_scores
 from meddinov3.compare.table import ComparisonContext, csv_table, markdown_table
-from meddinov3.io import atomic_write_text, mark_stale, writable_folder
+from meddinov3.folders import mark_stale, writable_folder
+from meddinov3.io import atomic_write_text
 
 NSD_TOLERANCE_MM = 1.0  # the paper's NSD
 SUMMARY_JSON = "evaluation_summary.json"
@@ -106,7 +107,8 @@ def link_references(dataset_name: str, cases: Sequence[str], file_ending: str, t
 class ComparisonRunner:
     def __init__(self, job: ComparisonJob, report: Callable[[str], None] = print):
         from meddinov3.nnunet.methods import check_recipe_switch, get_method
-        from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, dataset_folder_name, require_folders
+        from meddinov3.datasets import dataset_folder_name
+        from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, require_folders
 
         check_recipe_switch(job.recipe)
         if not job.methods:

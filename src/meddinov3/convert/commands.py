@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from meddinov3.cli_errors import errors_as_one_line
-from meddinov3.io import writable_folder
+from meddinov3.folders import writable_folder
 
 
 def convert(
@@ -33,13 +33,12 @@ def convert(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from meddinov3.convert.errors import ConversionError
     from meddinov3.convert.registry import release_plan
     from meddinov3.convert.writer import write_dataset
 
     errors = Console(stderr=True)
     raw_root = output if output is not None else _raw_root_from_environment()
-    with errors_as_one_line(ConversionError, console=errors):
+    with errors_as_one_line(console=errors):
         writable_folder(raw_root, "--output" if output is not None else "$nnUNet_raw")
         plan = release_plan(release, raw_dir, **_release_options(release, modality, test))
         columns = (TextColumn("converting cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from meddinov3.convert.errors import ConversionError
-from meddinov3.images import check_image_file, itk_message, read_image
+from meddinov3.images import ImageFileError, check_image_file, read_header, read_image
 from meddinov3.io import atomic_write
 
 NIFTI_ENDING = ".nii.gz"
@@ -42,27 +42,17 @@ def _gzip_file(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, dst, length=1 << 22)
 
 
-def read_header(path: Path):
-    """SimpleITK reader with the image information (size, spacing) loaded but no voxels."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise ConversionError(f"{path}: cannot read the image header ({itk_message(error)})") from error
-    return reader
-
-
 def check_same_grid(image: Path, label: Path) -> None:
     """The label must have the image's voxel grid (size and spacing)."""
-    img, lab = read_header(image), read_header(label)
-    if img.GetSize() != lab.GetSize():
-        raise ConversionError(f"{label}: size {lab.GetSize()} differs from its image {image.name} {img.GetSize()}")
-    if not np.allclose(img.GetSpacing(), lab.GetSpacing(), rtol=_GEOMETRY_TOLERANCE, atol=_GEOMETRY_TOLERANCE):
+    try:
+        img, lab = read_header(image), read_header(label)
+    except ImageFileError as error:
+        raise ConversionError(str(error)) from None
+    if img.size != lab.size:
+        raise ConversionError(f"{label}: size {lab.size} differs from its image {image.name} {img.size}")
+    if not np.allclose(img.spacing, lab.spacing, rtol=_GEOMETRY_TOLERANCE, atol=_GEOMETRY_TOLERANCE):
         raise ConversionError(
-            f"{label}: spacing {lab.GetSpacing()} differs from its image {image.name} {img.GetSpacing()}"
+            f"{label}: spacing {lab.spacing} differs from its image {image.name} {img.spacing}"
         )
 
 

@@ -28,7 +28,7 @@ def curate(
     from meddinov3.curate.config import CurateConfig
     from meddinov3.curate.progress import run_with_progress
     from meddinov3.errors import InputError
-    from meddinov3.io import writable_folder
+    from meddinov3.folders import writable_folder
 
     if spacing <= 0:
         raise InputError(f"--spacing must be positive, got {spacing}")

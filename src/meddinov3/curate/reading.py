@@ -38,7 +38,8 @@ class Volume:
 
 def read_sitk_image(source: Source):
     """The source's image, whole and finite, and the DICOM tags curation looks at."""
-    from meddinov3.images import DicomSeries, ImageFileError, read_dicom_series, read_image
+    from meddinov3.images import ImageFileError, read_image
+    from meddinov3.images.dicom import DicomSeries, read_dicom_series
 
     try:
         if source.kind == "dicom":

@@ -67,7 +67,7 @@ def has_dicom_preamble(path: Path) -> bool:
 
 def dicom_series_in(folder: Path) -> list[Source]:
     """Every DICOM series directly inside ``folder`` (GDCM groups files by SeriesInstanceUID)."""
-    from meddinov3.images import find_dicom_series
+    from meddinov3.images.dicom import find_dicom_series
 
     return [
         Source("dicom", str(folder), series.uid, series.files, series.unreadable)

@@ -28,12 +28,10 @@ def demo(
     """
     from meddinov3.demo.config import demo_config
     from meddinov3.demo.pipeline import run_demo
-    from meddinov3.demo.steps import DemoStepError
     from meddinov3.demo.terminal import terminal_console
-    from meddinov3.demo.workspace import DemoSetupError
 
     console, can_capture = terminal_console()
-    with errors_as_one_line(DemoSetupError, DemoStepError, ValueError, console=console):
+    with errors_as_one_line(ValueError, console=console):
         config = demo_config(preset or ("gpu" if gpu else "small"), seed=seed)
         if gpu:
             config = config.replace(device="cuda")

@@ -10,7 +10,7 @@ from typing import Any
 
 from meddinov3.demo.steps import StepContext
 from meddinov3.demo.workspace import Workspace
-from meddinov3.viz.images import BUNDLED_SLICE
+from meddinov3.viz.ct_slice import BUNDLED_SLICE
 
 
 def curate_corpus(context: StepContext) -> dict[str, Any]:

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from meddinov3.datasets import DEFAULT_FILE_ENDING, first_channel_images, read_dataset_json
 from meddinov3.demo.steps import StepContext
 from meddinov3.demo.workspace import Workspace
+from meddinov3.images import read_header
+
 
 def cpu_workers(limit: int) -> int:
     return max(1, min(os.cpu_count() or 1, limit))
 
 
 def case_geometry(image: Path) -> tuple[list[int], list[float]]:
-    """(Z, Y, X) shape and (x, y, z) spacing of a NIfTI file, from its header only."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(image))
-    reader.ReadImageInformation()
-    size = reader.GetSize()
-    return [size[2], size[1], size[0]], [round(s, 3) for s in reader.GetSpacing()]
+    """(Z, Y, X) shape and (x, y, z) spacing of an image, from its header only."""
+    header = read_header(image)
+    return list(header.shape), [round(s, 3) for s in header.spacing]
 
 
 def verify_with_nnunet(folder: Path, workers: int) -> None:
@@ -49,16 +46,15 @@ def synthesize(context: StepContext) -> dict[str, Any]:
 
 
 def dataset_summary(folder: Path) -> dict[str, Any]:
-    description = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    description = read_dataset_json(folder)
     cases = {}
     for split in ("imagesTr", "imagesTs"):
-        for image in sorted((folder / split).glob("*.nii.gz")):
+        for case, image in first_channel_images(folder, split, description.file_ending or DEFAULT_FILE_ENDING).items():
             shape, spacing = case_geometry(image)
-            cases[image.name.removesuffix("_0000.nii.gz")] = {"split": split[-2:], "shape_zyx": shape,
-                                                              "spacing_xyz": spacing}
+            cases[case] = {"split": split[-2:], "shape_zyx": shape, "spacing_xyz": spacing}
     return {
         "folder": str(folder),
-        "labels": description["labels"],
+        "labels": description.raw["labels"],
         "cases": cases,
         "integrity_check": "passed (nnunetv2 verify_dataset_integrity)",
     }

@@ -35,7 +35,7 @@ def mean_layerscale(model) -> float:
 
 def feature_maps(context: StepContext) -> dict[str, Any]:
     from meddinov3.viz.features import resize_slice
-    from meddinov3.viz.images import BUNDLED_SLICE, read_ct_slice
+    from meddinov3.viz.ct_slice import BUNDLED_SLICE, read_ct_slice
 
     workspace = context.workspace
     size = workspace.config.feature_size

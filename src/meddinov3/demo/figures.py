@@ -42,10 +42,12 @@ def plain_style(draw: Callable[..., Path]) -> Callable[..., Path]:
 
 
 def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """(Z, Y, X) voxels and (x, y, z) spacing."""
+    """(Z, Y, X) voxels and (x, y, z) spacing, read whole and finite (`meddinov3.images`)."""
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
+    from meddinov3.images import read_image
+
+    image = read_image(path)
     return sitk.GetArrayFromImage(image), image.GetSpacing()
 
 

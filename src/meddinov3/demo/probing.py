@@ -16,8 +16,7 @@ from typing import Any
 from meddinov3.demo.pretraining import random_backbone
 from meddinov3.demo.steps import StepContext
 from meddinov3.demo.workspace import INITS, Workspace
-
-FEATURE_CACHE = "feature_cache"
+from meddinov3.probe.config import FEATURE_CACHE
 
 
 def probe_config(config) -> Any:

@@ -23,10 +23,11 @@ from rich.progress import Progress, TaskID
 from meddinov3.capture import output_to_log
 from meddinov3.demo.terminal import log_tail, step_progress
 from meddinov3.demo.workspace import Workspace
+from meddinov3.errors import InputError
 from meddinov3.io import atomic_write_text
 
 
-class DemoStepError(RuntimeError):
+class DemoStepError(InputError, RuntimeError):
     """A step failed; the message names it and shows the end of its log."""
 
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meddinov3.demo.config import DemoConfig
+from meddinov3.errors import InputError
 
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 INITS = ("pretrained", "random")
 
 
-class DemoSetupError(RuntimeError):
+class DemoSetupError(InputError, RuntimeError):
     """The output folder or the process cannot run the demo as asked; the message says why."""
 
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from meddinov3.evaluation.case import evaluate_case
 from meddinov3.evaluation.errors import EvaluationError
-from meddinov3.evaluation.labels import DatasetLabels, read_dataset_labels
+from meddinov3.datasets import DatasetLabels
+from meddinov3.evaluation.labels import read_dataset_labels
 from meddinov3.evaluation.pairing import CasePair, check_folders, pair_cases
 from meddinov3.evaluation.reading import check_same_grid, read_label_image
 from meddinov3.evaluation.report import PER_CASE_CSV, SUMMARY_JSON, csv_text, json_text, write_outputs
 from meddinov3.evaluation.summary import label_set, per_case_rows, summarize
-from meddinov3.io import mark_stale, writable_folder
+from meddinov3.folders import mark_stale, writable_folder
 
 MAX_DEFAULT_WORKERS = 8
 

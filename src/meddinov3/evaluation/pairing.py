@@ -11,13 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from meddinov3.datasets import IMAGE_SUFFIXES, images_by_case
 from meddinov3.evaluation.errors import EvaluationError
-
-# Single-file formats SimpleITK reads; longest first so ".nii.gz" wins over ".gz".
-IMAGE_SUFFIXES = (
-    ".nii.gz", ".gipl.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl", ".vtk",
-    ".tif", ".tiff", ".png", ".bmp",
-)
 
 
 @dataclass(frozen=True)
@@ -25,28 +20,6 @@ class CasePair:
     case: str
     pred: Path
     ref: Path
-
-
-def case_name(path: Path, suffixes: tuple[str, ...]) -> str | None:
-    """The file's case name, or None if it does not end in one of `suffixes`."""
-    lowered = path.name.lower()
-    for suffix in suffixes:
-        if lowered.endswith(suffix.lower()) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
-def images_by_case(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    """Case name -> image file for every image directly inside `folder`."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        name = case_name(path, suffixes)
-        if name is None or not path.is_file() or path.name.startswith("."):
-            continue
-        if name in found:
-            raise EvaluationError(f"case {name}: two images in {folder}: {found[name].name} and {path.name}")
-        found[name] = path
-    return found
 
 
 def pair_cases(pred_dir: Path, ref_dir: Path, file_ending: str | None = None) -> tuple[list[CasePair], list[str]]:

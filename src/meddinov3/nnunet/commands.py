@@ -78,7 +78,8 @@ def plan(
     """
     from rich.console import Console
 
-    from meddinov3.nnunet.paths import dataset_folder_name, set_process_counts
+    from meddinov3.datasets import dataset_folder_name
+    from meddinov3.nnunet.paths import set_process_counts
 
     set_process_counts(num_processes)
     console = Console()

@@ -10,7 +10,6 @@ problem. `plan` runs it instead of nnU-Net's, so that every file is read once fo
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from meddinov3.datasets import REQUIRED_KEYS, DatasetJson, read_dataset_json
 from meddinov3.images import ImageFileError, read_image
 from meddinov3.nnunet.paths import NnUNetSetupError
 
-REQUIRED_KEYS = ("labels", "channel_names", "numTraining", "file_ending")
 # nnU-Net's own tolerance for "same spacing" (np.allclose defaults).
 SPACING_RTOL, SPACING_ATOL = 1e-5, 1e-8
 
@@ -33,24 +32,11 @@ class CaseFiles:
     label: str
 
 
-def read_dataset_json(folder: Path) -> dict:
-    path = folder / "dataset.json"
-    if not path.is_file():
-        raise NnUNetSetupError(f"{path}: no such file; a raw nnU-Net dataset needs one")
-    try:
-        dataset_json = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise NnUNetSetupError(f"{path}: not valid JSON ({error})") from None
-    missing = [key for key in REQUIRED_KEYS if key not in dataset_json]
-    if missing:
-        raise NnUNetSetupError(f"{path}: missing required key(s) {missing}")
-    return dataset_json
-
-
-def training_cases(folder: Path, dataset_json: dict) -> list[CaseFiles]:
+def training_cases(folder: Path, description: DatasetJson) -> list[CaseFiles]:
     """The cases nnU-Net will train on, listed as nnU-Net lists them; a label without an image is named."""
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
+    dataset_json = description.raw
     listed = get_filenames_of_train_images_and_targets(str(folder), dataset_json)
     cases = [CaseFiles(case, tuple(files["images"]), files["label"]) for case, files in sorted(listed.items())]
     if "dataset" not in dataset_json:
@@ -70,16 +56,6 @@ def training_cases(folder: Path, dataset_json: dict) -> list[CaseFiles]:
             f" labelled case(s) are there"
         )
     return cases
-
-
-def allowed_label_values(dataset_json: dict) -> set[int]:
-    from nnunetv2.utilities.label_handling.label_handling import LabelManager
-
-    manager = LabelManager(dataset_json["labels"], regions_class_order=dataset_json.get("regions_class_order"))
-    values = set(manager.all_labels)
-    if manager.has_ignore_label:
-        values.add(manager.ignore_label)
-    return values
 
 
 def check_case(files: CaseFiles, num_channels: int, allowed: set[int]) -> None:
@@ -124,10 +100,10 @@ def check_case(files: CaseFiles, num_channels: int, allowed: set[int]) -> None:
 def verify_raw_dataset(folder: str | Path, num_processes: int = 1) -> int:
     """Check every training case of the raw dataset in `folder`; returns the number of cases."""
     folder = Path(folder)
-    dataset_json = read_dataset_json(folder)
-    cases = training_cases(folder, dataset_json)
-    allowed = allowed_label_values(dataset_json)
-    channels = len(dataset_json["channel_names"])
+    description = read_dataset_json(folder, REQUIRED_KEYS)
+    cases = training_cases(folder, description)
+    allowed = set(description.label_values)
+    channels = description.num_channels
     if num_processes <= 1 or len(cases) <= 1:
         for files in cases:
             check_case(files, channels, allowed)

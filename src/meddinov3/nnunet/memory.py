@@ -228,7 +228,8 @@ def paper_network_model(num_classes: int, in_channels: int) -> MemoryModel:
     from meddinov3.backbone import preset_config
     from meddinov3.nnunet.methods import get_method
     from meddinov3.nnunet.network import build_network
-    from meddinov3.nnunet.spec import NetworkSpec, default_interaction_layers
+    from meddinov3.nnunet.spec import NetworkSpec
+    from meddinov3.segmentation import default_interaction_layers
 
     config = preset_config("meddinov3_vitb16", **get_method("meddinov3").recipe.backbone)
     spec = NetworkSpec("meddinov3", config.to_dict(), True, default_interaction_layers(config.depth))

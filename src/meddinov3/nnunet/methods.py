@@ -98,8 +98,6 @@ class Method:
     multiscale: bool = True
     needs_weights: bool = False
     default_configuration: str = "2d"
-    # Module that defines `trainer` when it is not one of meddinov3.nnunet.trainers' own classes.
-    trainer_module: str | None = None
 
     def recipe_for(self, switch: str = "default") -> Recipe:
         check_recipe_switch(switch)
@@ -230,7 +228,6 @@ METHODS: dict[str, Method] = {
             trainer="SegFormerTrainer",
             description="SegFormer (MiT-B2) from scratch, AdamW lr 2e-5 (baseline)",
             recipe=_SEGFORMER,
-            trainer_module="meddinov3.baselines.trainers",
         ),
         Method(
             name="dino-unet",
@@ -240,7 +237,6 @@ METHODS: dict[str, Method] = {
             release_recipe=_DINO_UNET_RELEASE,
             backbone_preset="vitb16",
             needs_weights=True,
-            trainer_module="meddinov3.baselines.trainers",
         ),
     )
 }
@@ -250,7 +246,3 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def method_of_trainer(trainer_name: str) -> Method | None:
-    return next((m for m in METHODS.values() if m.trainer == trainer_name), None)

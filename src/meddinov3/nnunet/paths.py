@@ -44,13 +44,3 @@ def set_process_counts(num_processes: int | None) -> None:
         return
     os.environ["nnUNet_def_n_proc"] = str(max(1, num_processes))
     os.environ["nnUNet_n_proc_DA"] = str(max(0, num_processes))
-
-
-def dataset_folder_name(dataset: str | int) -> str:
-    """'DatasetXXX_Name' from an id or a name, as nnU-Net resolves it (looks at the folders)."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    try:
-        return str(maybe_convert_to_dataset_name(str(dataset)))
-    except (RuntimeError, ValueError) as err:
-        raise NnUNetSetupError(f"dataset {dataset!r} not found: {err}") from err

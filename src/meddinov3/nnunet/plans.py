@@ -9,13 +9,13 @@ preprocessed by nnU-Net itself.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from meddinov3.nnunet.paths import NnUNetSetupError, PREPROCESSED, RAW, dataset_folder_name, require_folders
+from meddinov3.datasets import dataset_folder_name, read_dataset_json
+from meddinov3.io import atomic_write_json
+from meddinov3.nnunet.paths import NnUNetSetupError, PREPROCESSED, RAW, require_folders
 
 VIT_PATCH = 16
 DEFAULT_PLANS = "nnUNetPlans"
@@ -90,12 +90,6 @@ def batch_size_that_fits(base_batch: int, size: int, dataset_json: dict, gpu_mem
     return batch
 
 
-def write_json_atomically(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=4, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def plans_path(dataset_name: str, plans_identifier: str = DEFAULT_PLANS) -> Path:
     return require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name / f"{plans_identifier}.json"
 
@@ -164,13 +158,13 @@ def plan_and_preprocess(
     path = plans_path(name, plans_identifier)
     if gpu_memory_gib is not None:
         base_batch = resolved_configuration(plans, "2d")["batch_size"]
-        dataset_json = json.loads((raw / name / "dataset.json").read_text(encoding="utf-8"))
+        dataset_json = read_dataset_json(raw / name).raw
     for size in sizes:
         batch = batch_size
         if gpu_memory_gib is not None:
             batch = batch_size_that_fits(base_batch, size, dataset_json, gpu_memory_gib)
         plans = with_highres_configuration(plans, size, batch_size=batch)
-    write_json_atomically(plans, path)
+    atomic_write_json(path, plans)
 
     for configuration in ["2d", *(highres_name(size) for size in sizes)]:
         print(f"preprocessing {configuration}", flush=True)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from meddinov3.errors import InputError
-from meddinov3.images import DicomSeries, find_dicom_series, read_dicom_series, read_image
-from meddinov3.io import STALE_SUFFIX, mark_stale, writable_folder
+from meddinov3.datasets import read_dataset_json
+from meddinov3.images import read_image
+from meddinov3.images.dicom import DicomSeries, find_dicom_series, read_dicom_series
+from meddinov3.folders import STALE_SUFFIX, mark_stale, writable_folder
 from meddinov3.nnunet.paths import NnUNetSetupError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -144,13 +146,13 @@ def load_predictor(
 
     from meddinov3.devices import pick_device
     from meddinov3.nnunet.checkpoints import network_state, read_nnunet_checkpoint
-    from meddinov3.nnunet.trainers import trainer_class
+    from meddinov3.nnunet.trainer_classes import trainer_class
 
     model_dir = Path(model_dir)
     checkpoints = [read_nnunet_checkpoint(path) for path in model_checkpoints(model_dir, folds, checkpoint_name)]
     first = checkpoints[0]
     plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text(encoding="utf-8")))
-    dataset_json = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json = read_dataset_json(model_dir).raw
     configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
     num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
@@ -251,11 +253,11 @@ def predict(
     existing_input(input_path)
     model_checkpoints(model_dir, folds, checkpoint_name)
     out = writable_folder(output_folder, "--output")
-    dataset_json = json.loads((Path(model_dir) / "dataset.json").read_text(encoding="utf-8"))
-    ending = dataset_json["file_ending"]
+    description = read_dataset_json(model_dir)
+    ending = description.raw["file_ending"]
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meddinov3_predict_")))
-        cases = collect_cases(input_path, len(dataset_json["channel_names"]), scratch)
+        cases = collect_cases(input_path, description.num_channels, scratch)
         todo = [case for case in cases if overwrite or not (out / f"{case.name}{ending}").exists()]
         check_inputs(todo)
         if todo:

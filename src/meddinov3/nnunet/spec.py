@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from meddinov3.backbone import BackboneConfig
 from meddinov3.errors import InputError
 from meddinov3.nnunet.methods import Method, Recipe, check_recipe_switch, get_method
+from meddinov3.segmentation import default_interaction_layers
 
 PLANS_KEY = "meddinov3"
 # For `nnUNetv2_train -tr MedDINOv3Trainer`, where no command line of ours is involved.
@@ -26,13 +27,6 @@ RECIPE_ENV = "MEDDINOV3_RECIPE"
 
 class NetworkSpecError(InputError, ValueError):
     """A network spec that is missing, inconsistent, or does not fit the plans."""
-
-
-def default_interaction_layers(depth: int) -> list[int]:
-    """Ends of the four quarters of the network: blocks 2, 5, 8, 11 for the paper's 12-block ViT."""
-    if depth < 4:
-        raise NetworkSpecError(f"multi-scale decoding needs at least 4 blocks, the backbone has {depth}")
-    return [depth * q // 4 - 1 for q in (1, 2, 3, 4)]
 
 
 @dataclass

@@ -97,7 +97,7 @@ def standalone_trainer(
 ) -> Any:
     """The method's trainer, initialised (network on `device`, optimiser, loss); call
     `use_nnunet_folders` first. `compile_network` None: nnU-Net's default (on for CUDA)."""
-    from meddinov3.nnunet.trainers import trainer_class
+    from meddinov3.nnunet.trainer_classes import trainer_class
 
     if compile_network is not None:
         os.environ["nnUNet_compile"] = "true" if compile_network else "false"

@@ -19,7 +19,6 @@ folder (see `plugin/`); `meddinov3 train` constructs them directly.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import ClassVar
 
@@ -29,7 +28,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from meddinov3.nnunet.checkpoints import AtomicCheckpoints
-from meddinov3.nnunet.methods import Recipe, get_method, method_of_trainer
+from meddinov3.nnunet.methods import Recipe, get_method
 from meddinov3.nnunet.network import build_network, freeze_parts, load_pretrained_encoder, unwrap
 from meddinov3.nnunet.plans import resolved_configuration
 from meddinov3.nnunet.optim import PolyLRPerGroup, build_optimizer
@@ -227,22 +226,3 @@ class AtomicNnUNetTrainer(AtomicCheckpoints, nnUNetTrainer):
 # Under nnU-Net's class name: the results folder and the trainer name in its checkpoints are the
 # ones nnU-Net's own tools expect.
 AtomicNnUNetTrainer.__name__ = nnUNetTrainer.__name__
-
-TRAINERS: dict[str, type[nnUNetTrainer]] = {
-    cls.__name__: cls
-    for cls in (AtomicNnUNetTrainer, MedDINOv3Trainer, DINOv3Trainer, DINOv3SingleScaleTrainer, ViTScratchTrainer)
-}
-
-
-def trainer_class(name: str) -> type[nnUNetTrainer]:
-    """A trainer class by name: this package's (including methods defined in other modules) and
-    nnU-Net's default without importing every nnU-Net trainer module (one needs timm); any other
-    name through nnU-Net's own search."""
-    if name in TRAINERS:
-        return TRAINERS[name]
-    method = method_of_trainer(name)
-    if method is not None and method.trainer_module is not None:
-        return getattr(importlib.import_module(method.trainer_module), name)
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    return recursive_find_trainer_class_by_name(name)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from meddinov3.nnunet.methods import Method, check_recipe_switch, get_method
-from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, NnUNetSetupError, dataset_folder_name, require_folders
+from meddinov3.datasets import dataset_folder_name, read_dataset_json
+from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, NnUNetSetupError, require_folders
 from meddinov3.nnunet.plans import DEFAULT_PLANS, load_plans, resolved_configuration
 from meddinov3.nnunet.spec import NetworkSpec, attach_spec, build_spec, check_patch_size, spec_in_plans
 
@@ -100,7 +101,7 @@ def prepare(job: TrainingJob) -> PreparedRun:
             f"or choose one with --config"
         )
     preprocessed = require_folders(PREPROCESSED)[PREPROCESSED] / name
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json = read_dataset_json(preprocessed).raw
     folder = model_folder(name, method.trainer, plans["plans_name"], configuration)
     spec = None
     vit_options = job.weights or job.backbone or job.backbone_overrides or job.interaction_layers or job.precision
@@ -130,7 +131,7 @@ def _device(name: str) -> Any:
 
 
 def build_trainer(run: PreparedRun, job: TrainingJob, device: Any) -> Any:
-    from meddinov3.nnunet.trainers import trainer_class
+    from meddinov3.nnunet.trainer_classes import trainer_class
 
     plans = deepcopy(run.plans)
     plans["continue_training"] = job.continue_training

@@ -12,7 +12,7 @@ def check_paths(config) -> None:
     """The corpus and the output folder, checked before torch loads."""
     from meddinov3.curate.shards import MANIFEST_FILE
     from meddinov3.errors import InputError
-    from meddinov3.io import writable_folder
+    from meddinov3.folders import writable_folder
 
     corpus = config.data.corpus
     if corpus and not (Path(corpus) / MANIFEST_FILE).is_file():

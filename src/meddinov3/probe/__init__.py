@@ -15,8 +15,8 @@ __all__ = ["ProbeConfig", "ProbeData", "ProbeResult", "BackboneScores", "prepare
 
 _HOMES = {
     "ProbeConfig": "meddinov3.probe.config",
-    "ProbeData": "meddinov3.probe.data",
-    "prepare_probe": "meddinov3.probe.data",
+    "ProbeData": "meddinov3.probe.preparation",
+    "prepare_probe": "meddinov3.probe.preparation",
     "ProbeResult": "meddinov3.probe.result",
     "BackboneScores": "meddinov3.probe.result",
     "run_probe": "meddinov3.probe.runner",

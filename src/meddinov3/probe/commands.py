@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from meddinov3.cli_errors import errors_as_one_line
-
-FEATURE_CACHE = "feature_cache"
+from meddinov3.probe.config import FEATURE_CACHE
 
 
 def probe(
@@ -46,15 +45,11 @@ def probe(
     """
     from rich.console import Console
 
-    from meddinov3.backbone import CheckpointError
-    from meddinov3.evaluation.errors import EvaluationError
-    from meddinov3.probe.dataset import ProbeDatasetError
-
     errors = Console(stderr=True)
-    with errors_as_one_line(ProbeDatasetError, CheckpointError, EvaluationError, ValueError, console=errors):
+    with errors_as_one_line(ValueError, console=errors):
         from meddinov3.probe.backbones import load_compared
         from meddinov3.probe.config import ProbeConfig
-        from meddinov3.probe.data import prepare_probe
+        from meddinov3.probe.preparation import prepare_probe
         from meddinov3.devices import pick_device
         from meddinov3.probe.report import results_table, write_outputs
         from meddinov3.probe.runner import run_probe

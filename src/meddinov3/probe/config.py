@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Layers = Literal["last", "multiscale"]
+# The feature cache's folder under an output folder, unless told otherwise (`probe --cache-dir`).
+FEATURE_CACHE = "feature_cache"
 
 
 @dataclass(frozen=True)

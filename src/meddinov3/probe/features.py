@@ -22,7 +22,7 @@ from meddinov3.probe.config import Layers
 from meddinov3.probe.slices import model_input, read_hu_volume
 
 if TYPE_CHECKING:
-    from meddinov3.probe.data import ProbeData
+    from meddinov3.probe.preparation import ProbeData
 
 
 def feature_blocks(backbone: nn.Module, layers: Layers) -> list[int]:
@@ -30,7 +30,7 @@ def feature_blocks(backbone: nn.Module, layers: Layers) -> list[int]:
     depth = int(backbone.n_blocks)
     if layers == "last":
         return [depth - 1]
-    from meddinov3.nnunet.spec import default_interaction_layers
+    from meddinov3.segmentation import default_interaction_layers
 
     return default_interaction_layers(depth)
 

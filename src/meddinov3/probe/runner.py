@@ -25,7 +25,7 @@ from meddinov3.evaluation.summary import summarize
 from meddinov3.probe.cache import FeatureStore, cache_folder
 from meddinov3.probe.classifier import train_head
 from meddinov3.probe.config import ProbeConfig
-from meddinov3.probe.data import ProbeData, prepare_probe
+from meddinov3.probe.preparation import ProbeData, prepare_probe
 from meddinov3.devices import pick_device
 from meddinov3.probe.features import backbone_device, backbone_features, check_size, feature_blocks
 from meddinov3.probe.progress import progress_bars

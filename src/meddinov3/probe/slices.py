@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from meddinov3.evaluation.labels import IGNORE_LABEL_NAME, DatasetLabels
-from meddinov3.images import itk_message
+from meddinov3.datasets import IGNORE_LABEL_NAME, Case, DatasetLabels
 from meddinov3.intensity import normalize_ct
-from meddinov3.probe.dataset import Case, ProbeDatasetError
+from meddinov3.probe.splits import ProbeDatasetError
 
 # Target value of pixels the loss skips (nnU-Net's ignore label); labels are stored as uint8.
 IGNORE_INDEX = 255
@@ -72,15 +71,12 @@ def read_label_volume(path: Path) -> np.ndarray:
 
 def image_shape(path: Path) -> tuple[int, ...]:
     """(z, y, x) size of an image, from its header alone."""
-    import SimpleITK as sitk
+    from meddinov3.images import ImageFileError, read_header
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise ProbeDatasetError(f"{path}: cannot read image header: {itk_message(error)}") from None
-    return tuple(reversed(reader.GetSize()))
+        return read_header(path).shape
+    except ImageFileError as error:
+        raise ProbeDatasetError(str(error)) from None
 
 
 def check_same_shape(case: Case) -> tuple[int, ...]:

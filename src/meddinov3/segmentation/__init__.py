@@ -6,6 +6,7 @@ from meddinov3.segmentation.network import (
     MedDINOv3Segmenter,
     adapt_input_channels,
     build_segmenter,
+    default_interaction_layers,
 )
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "PrimusDecoder",
     "adapt_input_channels",
     "build_segmenter",
+    "default_interaction_layers",
 ]

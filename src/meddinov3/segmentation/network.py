@@ -14,9 +14,21 @@ import torch
 from torch import Tensor, nn
 
 from meddinov3.backbone import DinoVisionTransformer
+from meddinov3.errors import InputError
 from meddinov3.segmentation.decoder import PrimusDecoder
 
 PAPER_INTERACTION_LAYERS = (2, 5, 8, 11)
+
+
+class InteractionLayersError(InputError, ValueError):
+    """Blocks the multi-scale decoder cannot read from this backbone."""
+
+
+def default_interaction_layers(depth: int) -> list[int]:
+    """Ends of the four quarters of the network: blocks 2, 5, 8, 11 for the paper's 12-block ViT."""
+    if depth < 4:
+        raise InteractionLayersError(f"multi-scale decoding needs at least 4 blocks, the backbone has {depth}")
+    return [depth * q // 4 - 1 for q in (1, 2, 3, 4)]
 
 
 def adapt_input_channels(backbone: DinoVisionTransformer, in_channels: int) -> None:

@@ -39,7 +39,7 @@ def synth(
     stomach, vertebrae), anisotropic spacing and realistic Hounsfield units."""
     from rich.progress import Progress
 
-    from meddinov3.io import writable_folder
+    from meddinov3.folders import writable_folder
     from meddinov3.synth.dataset import SynthSpec, check_dataset_folder, write_dataset
 
     if size not in ("small", "full"):

@@ -12,7 +12,7 @@ from meddinov3.cli_errors import errors_as_one_line
 
 def check_options(size: int, out: Path) -> None:
     from meddinov3.errors import InputError
-    from meddinov3.io import writable_folder
+    from meddinov3.folders import writable_folder
 
     if size % 16:
         raise InputError(f"--size must be a multiple of 16, got {size}")
@@ -33,7 +33,7 @@ def features(
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu (auto: CUDA, else MPS, else CPU)."),
 ) -> None:
     """PCA map (first three components as RGB, body-masked) and patch-similarity maps of a CT slice."""
-    from meddinov3.viz.images import read_ct_slice
+    from meddinov3.viz.ct_slice import read_ct_slice
 
     # The values, the output folder and the slice are checked before torch loads and the model is built.
     check_options(size, out)
@@ -41,7 +41,7 @@ def features(
 
     from rich.console import Console
 
-    from meddinov3.backbone import CheckpointError, build_backbone, load_backbone
+    from meddinov3.backbone import build_backbone, load_backbone
     from meddinov3.devices import pick_device
     from meddinov3.viz.features import (
         default_queries,
@@ -63,8 +63,7 @@ def features(
         )
         model, label = build_backbone("meddinov3_vitb16"), "random weights"
     else:
-        with errors_as_one_line(CheckpointError):
-            model = load_backbone(weights)
+        model = load_backbone(weights)
         label = Path(weights).name if Path(weights).exists() else weights
     model = model.to(torch_device).eval()
     hu = resize_slice(ct_slice, size)

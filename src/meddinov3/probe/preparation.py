@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meddinov3.probe.config import ProbeConfig
-from meddinov3.probe.dataset import ProbeDataset, read_probe_dataset
+from meddinov3.probe.splits import ProbeDataset, read_probe_dataset
 from meddinov3.probe.progress import progress_bars
 from meddinov3.probe.slices import (
     IGNORE_INDEX, ClassSet, check_same_shape, choose_training_slices, read_label_volume, resize_targets,

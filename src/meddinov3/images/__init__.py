@@ -5,10 +5,8 @@ What SimpleITK and GDCM do without a word, and what is refused here, naming the 
   missing voxels set to 0: every NIfTI file is checked against its header first, the gzip
   stream decompressed to its end-of-stream marker (with its checksum);
 - NaN and infinite voxels are kept, and become 0 or garbage further on;
-- an image with more axes than a volume (4D) goes on to fail deep inside a job;
-- a DICOM file GDCM cannot parse is left out of its series, which is then read a slice short
-  with a wrong slice spacing.
-MetaImage and NRRD files with short data make SimpleITK raise by itself; that error is passed on.
+- an image with more axes than a volume (4D) goes on to fail deep inside a job.
+A DICOM series is read in `meddinov3.images.dicom`, with the same checks. MetaImage and NRRD files with short data make SimpleITK raise by itself; that error is passed on.
 """
 
 from __future__ import annotations
@@ -30,12 +28,6 @@ if TYPE_CHECKING:
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK_BYTES = 1 << 24
-# File names a DICOM file may have: its own suffixes, none, or a UID-like numeric one (1.2.840...).
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_DICOM_PREAMBLE = (128, b"DICM")
-POSITION_TAG = "0020|0032"
-# Slice gaps may differ by rounding in the stored positions; a missing slice doubles one.
-UNEVEN_SLICE_TOLERANCE = 0.1
 
 
 class ImageFileError(InputError):
@@ -174,131 +166,26 @@ def _check_finite(image: sitk.Image, source: str | os.PathLike) -> None:
 
 
 @dataclass(frozen=True)
-class DicomSeries:
-    """One series of a folder, as GDCM sorts it, with the files of the folder it could not read."""
+class ImageHeader:
+    """What an image file's header says, in SimpleITK's (x, y, z) order; no voxel is read."""
 
-    folder: Path
-    uid: str
-    files: tuple[str, ...]
-    unreadable: tuple[str, ...] = ()  # "<file name>: <reason>"
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
 
     @property
-    def source(self) -> str:
-        return f"{self.folder} (DICOM series {self.uid})"
+    def shape(self) -> tuple[int, ...]:
+        """The size in numpy's (z, y, x) order."""
+        return tuple(reversed(self.size))
 
 
-def _may_be_dicom(path: Path) -> bool:
-    if path.name.startswith(".") or not path.is_file():
-        return False
-    suffix = path.suffix.lower()
-    if suffix in DICOM_SUFFIXES or suffix == "" or suffix[1:].isdigit():
-        return True
-    offset, magic = _DICOM_PREAMBLE
-    with open(path, "rb") as stream:
-        stream.seek(offset)
-        return stream.read(len(magic)) == magic
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _holds_an_image(dataset) -> bool:
-    file_meta = getattr(dataset, "file_meta", None)
-    sop_class = (file_meta or {}).get("MediaStorageSOPClassUID") or dataset.get("SOPClassUID")
-    return "PixelData" in dataset or "Rows" in dataset or "Image Storage" in getattr(sop_class, "name", "")
-
-
-def _why_gdcm_dropped(path: Path) -> tuple[str, str] | None:
-    """(series UID or "" when unknown, reason) for a file GDCM left out; None when it is a
-    readable DICOM object without an image (a DICOMDIR, a report), which belongs to no series."""
-    import pydicom
-
-    try:
-        dataset = pydicom.dcmread(path)
-    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds on damaged files
-        return "", f"not a readable DICOM file ({_one_line(error)})"
-    if not _holds_an_image(dataset):
-        return None
-    try:
-        dataset.pixel_array
-        reason = "GDCM cannot read it"
-    except Exception as error:  # noqa: BLE001
-        reason = f"its pixel data cannot be read ({_one_line(error)})"
-    return str(dataset.get("SeriesInstanceUID", "")), reason
-
-
-def find_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
-    """Every DICOM series directly inside `folder`. A file GDCM could not read is listed as
-    unreadable in its series, or in every series of the folder when its own cannot be told."""
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """Size and spacing of an image from its header alone (a quick look, not a check of the data)."""
     import SimpleITK as sitk
 
-    folder = Path(folder)
-    series = {
-        uid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    }
-    if not series:
-        return []
-    listed = {os.path.abspath(f) for files in series.values() for f in files}
-    dropped: dict[str, list[str]] = {}
-    for path in sorted(folder.iterdir()):
-        if os.path.abspath(path) in listed or not _may_be_dicom(path):
-            continue
-        found = _why_gdcm_dropped(path)
-        if found is not None:
-            uid, reason = found
-            dropped.setdefault(uid if uid in series else "", []).append(f"{path.name}: {reason}")
-    return [
-        DicomSeries(folder, uid, files, tuple(dropped.get(uid, []) + dropped.get("", [])))
-        for uid, files in series.items()
-    ]
-
-
-def read_dicom_series(series: DicomSeries, tags: Sequence[str] = ()) -> tuple[sitk.Image, dict[str, str]]:
-    """The series as a whole, finite, evenly spaced 3D volume, and the `tags` of its first file."""
-    import SimpleITK as sitk
-
-    if series.unreadable:
-        more = f" (and {len(series.unreadable) - 1} more)" if len(series.unreadable) > 1 else ""
-        raise ImageFileError(
-            series.source, f"unreadable file {series.unreadable[0]}{more}; without it the series misses a slice"
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(series.files))
-    reader.MetaDataDictionaryArrayUpdateOn()
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's uneven-spacing warning: refused below instead
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = reader.Execute()
+        reader.ReadImageInformation()
     except RuntimeError as error:
-        raise ImageFileError(series.source, f"cannot read the series: {itk_message(error)}") from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    image = checked_image(image, series.source)
-    problem = _uneven_slices(reader, series, image.GetDirection()[2::3])
-    if problem:
-        raise ImageFileError(series.source, problem)
-    values = {tag: reader.GetMetaData(0, tag).strip() if reader.HasMetaDataKey(0, tag) else "" for tag in tags}
-    return image, values
-
-
-def _uneven_slices(reader: sitk.ImageSeriesReader, series: DicomSeries, normal: Sequence[float]) -> str | None:
-    """A missing slice file makes ITK space the whole series wrongly (it only warns): refuse it."""
-    positions = []
-    for index in range(len(series.files)):
-        if not reader.HasMetaDataKey(index, POSITION_TAG):
-            return None
-        positions.append([float(v) for v in reader.GetMetaData(index, POSITION_TAG).split("\\")])
-    gaps = np.abs(np.diff(np.asarray(positions) @ np.asarray(normal)))
-    if len(gaps) < 2:
-        return None
-    typical = float(np.median(gaps))
-    worst = int(np.argmax(np.abs(gaps - typical)))
-    if typical > 0 and abs(gaps[worst] - typical) <= UNEVEN_SLICE_TOLERANCE * typical:
-        return None
-    first, second = (Path(series.files[i]).name for i in (worst, worst + 1))
-    return (
-        f"slices are not evenly spaced: {first} to {second} is {gaps[worst]:.3g} mm, the typical gap"
-        f" {typical:.3g} mm (a slice missing, or two series in one?)"
-    )
+        raise ImageFileError(path, f"cannot read the image header ({itk_message(error)})") from None
+    return ImageHeader(tuple(reader.GetSize()), tuple(reader.GetSpacing()))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from meddinov3.images import ImageFileError, find_dicom_series, non_finite_problem, read_dicom_series, read_image
+from meddinov3.images import ImageFileError, non_finite_problem, read_image
+from meddinov3.images.dicom import find_dicom_series, read_dicom_series
 
 BUNDLED_SLICE = Path(__file__).resolve().parent.parent / "assets" / "ct_slice_1866889.npy"
 
