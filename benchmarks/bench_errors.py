@@ -45,7 +45,7 @@ def cli(env: dict[str, str], *args: str, check: bool = True) -> tuple[float, sub
 
 def workspace(root: Path) -> tuple[dict[str, str], Path]:
     """nnU-Net folders with the end-to-end test dataset, planned at 2d_96, trained for one epoch."""
-    from meddinov3.nnunet.synthetic import SyntheticDatasetSpec, write_synthetic_dataset
+    from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
 
     env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

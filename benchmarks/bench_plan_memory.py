@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--gpu-memory", type=float, nargs="+", default=[24, 40, 80, 141])
     args = parser.parse_args()
 
-    from meddinov3.nnunet.synthetic import LABELS, SyntheticDatasetSpec, write_synthetic_dataset
+    from meddinov3.synth.toy_dataset import LABELS, SyntheticDatasetSpec, write_synthetic_dataset
 
     spec = SyntheticDatasetSpec(dataset_id=989, num_training=2, num_test=0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,7 +66,7 @@ def multicrop_batches(config, patch_size: int, batch: int, count: int) -> list:
 
 
 def _measure(model: str, stage: int, batch: int, iters: int, warmup: int, device: str, queue) -> None:
-    from meddinov3.pretrain.trainer import Pretrainer
+    from meddinov3.pretrain.pretrainer import Pretrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         config = pretrain_config(model, stage, batch, device, tmp)

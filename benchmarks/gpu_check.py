@@ -207,7 +207,7 @@ def pretrain_row(sizes: Sizes, device: torch.device, check: Check) -> Callable[[
     def body(row: Row) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from meddinov3.pretrain.trainer import Pretrainer
+        from meddinov3.pretrain.pretrainer import Pretrainer
 
         with tempfile.TemporaryDirectory() as tmp:
             config = pretrain_config(sizes.pretrain_model, 1, sizes.pretrain_batch, device.type, tmp)
@@ -242,7 +242,7 @@ def predict_row(sizes: Sizes, device: torch.device) -> Callable[[Row], None]:
     def body(row: Row) -> None:
         from meddinov3.nnunet.prediction import predict
         from meddinov3.nnunet.standalone import save_model_folder, standalone_trainer, use_nnunet_folders
-        from meddinov3.nnunet.synthetic import SyntheticDatasetSpec, write_synthetic_dataset
+        from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
         from meddinov3.segmentation import MedDINOv3Segmenter
 
         root = use_nnunet_folders(tempfile.mkdtemp(prefix="meddinov3_gpu_check_"))

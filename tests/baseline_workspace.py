@@ -58,7 +58,7 @@ def _environment(root: Path) -> dict[str, str]:
 def _prepare(root: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     from meddinov3.backbone import build_backbone
     from meddinov3.backbone.export import save_backbone
-    from meddinov3.nnunet.synthetic import SyntheticDatasetSpec, write_synthetic_dataset
+    from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
 
     spec = SyntheticDatasetSpec(dataset_id=DATASET_ID, name=DATASET_NAME, num_training=5, num_test=1)
     workspace = Workspace(root, spec.folder_name, root / "tiny_dinov3.safetensors")

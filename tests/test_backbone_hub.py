@@ -146,7 +146,7 @@ def test_train_records_the_cached_file_and_loads_it(hub_cache):
 
 def test_pretraining_starts_from_a_hub_name_with_its_heads(hub_cache, tmp_path):
     from meddinov3.pretrain.config import load_config
-    from meddinov3.pretrain.trainer import build_student
+    from meddinov3.pretrain.pretrainer import build_student
 
     lay_out_cached_repo(hub_cache, RELEASE_REPO, {"model.pth": TEACHER.read_bytes()}, COMMIT_A)
     config = load_config("tiny", [f"run.output_dir={tmp_path}", "model.init=meddinov3-ct3m", "model.arch_overrides={}", "model.head_batchnorm=false",

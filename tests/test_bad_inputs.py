@@ -353,7 +353,7 @@ def test_curate_refuses_a_file_as_corpus_folder(tmp_path):
 @pytest.fixture
 def raw_dataset(tmp_path) -> tuple[Path, dict[str, str]]:
     """A fresh raw nnU-Net dataset (3 labelled cases) with its own nnU-Net folders."""
-    from meddinov3.nnunet.synthetic import SyntheticDatasetSpec, write_synthetic_dataset
+    from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
 
     env = dict(os.environ, nnUNet_n_proc_DA="1")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):

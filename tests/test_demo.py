@@ -172,7 +172,7 @@ def test_demo_trainer_neither_mirrors_patches_nor_predictions(nnunet_env):
     from conftest import FIXTURES
     from unit_trainers import initialized_trainer, plans_with
 
-    from meddinov3.demo.finetuning import without_mirroring
+    from meddinov3.nnunet.training import without_mirroring
     from meddinov3.nnunet.trainers import DINOv3Trainer
 
     plans = plans_with("dinov3", FIXTURES / "meddinov3_tiny_teacher.pth")

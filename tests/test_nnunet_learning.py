@@ -16,7 +16,7 @@ import torch
 
 from meddinov3.backbone import build_backbone
 from meddinov3.backbone.export import save_backbone
-from meddinov3.nnunet.synthetic import SyntheticDatasetSpec, write_synthetic_dataset
+from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
 
 SPEC = SyntheticDatasetSpec(dataset_id=988, name="SyntheticLearn", num_training=10, num_test=0, shape_zyx=(12, 64, 64))
 BUDGET = ["--epochs", "12", "--iterations-per-epoch", "40", "--val-iterations-per-epoch", "5"]

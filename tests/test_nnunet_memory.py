@@ -112,3 +112,16 @@ def test_vitb16_estimate_within_5_percent_of_the_tracked_peak(nnunet_folders, mu
     print(f"ViT-B/16 {'multi' if multiscale else 'single'}-scale {side}, batch {batch_size}: "
           f"estimate {estimate / 2**20:.0f} MiB, tracked peak {peak / 2**20:.0f} MiB ({estimate / peak:.3f})")
     assert abs(estimate / peak - 1) <= TOLERANCE
+
+
+def test_gpu_memory_plans_for_the_backbone_the_method_trains():
+    """`plan --gpu-memory --method M --backbone P` measures the network M builds on P, not ViT-B/16."""
+    from meddinov3.nnunet.memory import backbone_name, backbone_preset, method_network_model
+    from meddinov3.nnunet.spec import NetworkSpecError
+
+    assert backbone_preset("meddinov3") == "meddinov3_vitb16" and backbone_preset("dinov3", "vits16") == "vits16"
+    assert [backbone_name(p) for p in ("meddinov3_vitb16", "vitl16plus", "vit7b16")] == ["ViT-B/16", "ViT-L/16+", "ViT-7B/16"]
+    with pytest.raises(NetworkSpecError, match="'dino-unet' trains a dino-unet"):
+        backbone_preset("dino-unet")
+    small = method_network_model("dinov3-single", "vits16", NUM_CLASSES, 1)
+    assert 21e6 < small.trainable_weights < 23e6, "ViT-S/16 (21.6M) and a single-scale decoder, not ViT-B/16's 86M"

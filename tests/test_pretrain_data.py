@@ -21,7 +21,7 @@ from meddinov3.pretrain.data import (
 )
 from meddinov3.pretrain.masking import block_mask, mask_ratio_for_slot
 from meddinov3.intensity import CT3M_MEAN as CT_MEAN, CT3M_STD as CT_STD, normalize_ct
-from meddinov3.pretrain.synthetic import synthetic_ct_slice
+from meddinov3.pretrain.procedural_slices import synthetic_ct_slice
 
 SLICE = Path(__file__).parents[1] / "src" / "meddinov3" / "assets" / "ct_slice_1866889.npy"
 

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from meddinov3.pretrain.config import config_from_dict, load_config
 from meddinov3.pretrain.losses import batch_center, sinkhorn_knopp
-from meddinov3.pretrain.train import train
+from meddinov3.pretrain.loop import train
 
 WORLD = 2
 STEPS = 3

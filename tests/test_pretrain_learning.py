@@ -13,7 +13,7 @@ import pytest
 from meddinov3.backbone import load_backbone
 from meddinov3.pretrain.config import load_config
 from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
-from meddinov3.pretrain.train import train
+from meddinov3.pretrain.loop import train
 from meddinov3.probe import ProbeConfig, prepare_probe, run_probe
 from meddinov3.probe.backbones import random_twin
 from meddinov3.synth.dataset import SynthSpec, write_dataset

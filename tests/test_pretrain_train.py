@@ -17,7 +17,7 @@ from meddinov3.pretrain.checkpoint import load_checkpoint
 from meddinov3.pretrain.config import load_config
 from meddinov3.pretrain.param_groups import parameter_groups
 from meddinov3.pretrain.schedules import schedule_values
-from meddinov3.pretrain.train import train
+from meddinov3.pretrain.loop import train
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures"
 MEDDINO_TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
@@ -250,7 +250,7 @@ def one_thread():
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path, one_thread):
     overrides = ["optim.iterations=30"]
     script = (
-        "import sys; from meddinov3.pretrain.config import load_config; from meddinov3.pretrain.train import train; "
+        "import sys; from meddinov3.pretrain.config import load_config; from meddinov3.pretrain.loop import train; "
         "train(load_config('tiny', sys.argv[1:]))"
     )
     args = [f"run.output_dir={tmp_path / 'killed'}", *SMALL_BATCH, "model.drop_path_rate=0.2", "optim.iterations=30", "run.checkpoint_every=1",

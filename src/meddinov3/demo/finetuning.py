@@ -22,7 +22,6 @@ from meddinov3.demo.terminal import polled
 from meddinov3.demo.workspace import Workspace
 
 METHOD_OF_INIT = {"pretrained": "meddinov3", "random": "dinov3"}
-TRAINER_OF_METHOD = {"meddinov3": "MedDINOv3Trainer", "dinov3": "DINOv3Trainer"}
 FOLD = "all"
 PLANS = "nnUNetPlans"
 MAX_PLAN_WORKERS = 4
@@ -85,9 +84,12 @@ def restore_environment(name: str, value: str | None) -> None:
 
 
 def model_folder(workspace: Workspace, init: str) -> Path:
-    trainer = TRAINER_OF_METHOD[METHOD_OF_INIT[init]]
-    results = workspace.nnunet_folder("nnUNet_results") / workspace.config.dataset_folder
-    return results / f"{trainer}__{PLANS}__{workspace.config.configuration}"
+    from meddinov3.nnunet.methods import get_method
+    from meddinov3.nnunet.training import model_folder as nnunet_model_folder
+
+    trainer = get_method(METHOD_OF_INIT[init]).trainer
+    return nnunet_model_folder(workspace.config.dataset_folder, trainer, PLANS, workspace.config.configuration,
+                               workspace.nnunet_folder("nnUNet_results"))
 
 
 def augmentation_workers(device: str) -> int:
@@ -107,31 +109,6 @@ def training_curves(logging: dict[str, Any]) -> dict[str, list[float]]:
     return curves
 
 
-def with_progress(trainer: Any, report: Callable[[float], None]) -> None:
-    """Report every training iteration's loss (nnU-Net's own hook is per epoch)."""
-    step = trainer.train_step
-
-    def train_step(batch: dict) -> dict:
-        result = step(batch)
-        report(float(result["loss"]))
-        return result
-
-    trainer.train_step = train_step
-
-
-def without_mirroring(trainer: Any) -> None:
-    """Switch off nnU-Net's mirroring augmentation, and with it test-time mirroring, as nnU-Net's
-    own nnUNetTrainerNoMirroring does."""
-    configure = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size
-
-    def configured() -> tuple:
-        rotation, dummy_2d, patch_size, _ = configure()
-        trainer.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, patch_size, None
-
-    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size = configured
-
-
 def finetune(init: str) -> Callable[[StepContext], dict[str, Any]]:
     def run(context: StepContext) -> dict[str, Any]:
         return train_init(context, init)
@@ -140,43 +117,34 @@ def finetune(init: str) -> Callable[[StepContext], dict[str, Any]]:
 
 
 def train_init(context: StepContext, init: str) -> dict[str, Any]:
-    import torch
-
-    from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint, restore_trainer, resume_checkpoint
-    from meddinov3.nnunet.training import TrainingJob, build_trainer, prepare
+    """Fine-tune through `meddinov3 train`'s own path (run_training) with the demo's choices:
+    its schedule and learning rates, no mirroring on CPU, augmentation in this process on small
+    machines, the step's progress bar fed every iteration; a rerun continues the run."""
+    from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint
+    from meddinov3.nnunet.progress import TrainingProgress
+    from meddinov3.nnunet.training import TrainingJob, run_training
 
     workspace = context.workspace
     config = workspace.config
     weights = random_backbone(workspace) if init == "random" else workspace.pretrained_backbone
-    fold_folder = model_folder(workspace, init) / f"fold_{FOLD}"
-    final = fold_folder / "checkpoint_final.pth"
-    total = config.epochs * config.iterations_per_epoch
-    context.expect(total, "loading")
+    final = model_folder(workspace, init) / f"fold_{FOLD}" / "checkpoint_final.pth"
+    context.expect(config.epochs * config.iterations_per_epoch, "loading")
     if not final.is_file():
         os.environ["nnUNet_n_proc_DA"] = str(augmentation_workers(config.device))
-        resume = resume_checkpoint(fold_folder)
-        job = TrainingJob(
+
+        def report(progress: TrainingProgress) -> None:
+            if progress.loss is None:
+                context.update(progress.done, "training")
+            else:
+                context.advance(status=f"epoch {progress.epoch + 1}/{config.epochs}, loss {progress.loss:.3f}")
+
+        run_training(TrainingJob(
             dataset=str(DATASET_ID), method=METHOD_OF_INIT[init], configuration=config.configuration,
-            fold=FOLD, weights=str(weights), epochs=config.epochs,
-            iterations_per_epoch=config.iterations_per_epoch,
+            fold=FOLD, weights=str(weights), epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
             val_iterations_per_epoch=config.val_iterations_per_epoch, save_every=1, device=config.device,
-            continue_training=resume is not None, validate=False, show_progress=False,
-        )
-        trainer = build_trainer(prepare(job), job, torch.device(config.device))
-        # Read by configure_optimizers when the trainer initialises, after this.
-        trainer.initial_lr, trainer.encoder_lr = config.decoder_lr, config.encoder_lr
-        if resume is not None:
-            trainer.load_pretrained_weights = False  # the checkpoint holds every weight
-            restore_trainer(trainer, resume[1])
-        context.update(trainer.current_epoch * config.iterations_per_epoch, "training")
-
-        def report(loss: float) -> None:
-            context.advance(status=f"epoch {trainer.current_epoch + 1}/{config.epochs}, loss {loss:.3f}")
-
-        with_progress(trainer, report)
-        if not config.mirroring:
-            without_mirroring(trainer)
-        trainer.run_training()
+            continue_training=True, validate=False, show_progress=False, initial_lr=config.decoder_lr,
+            encoder_lr=config.encoder_lr, mirroring=config.mirroring, on_iteration=report,
+        ))
     logging = read_nnunet_checkpoint(final)["logging"]
     curves = training_curves(logging)
     return {

@@ -41,7 +41,7 @@ def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[st
 
 def pretrain(context: StepContext) -> dict[str, Any]:
     from meddinov3.pretrain.config import config_from_dict
-    from meddinov3.pretrain.train import train
+    from meddinov3.pretrain.loop import train
 
     workspace = context.workspace
     iterations = workspace.config.pretrain_iterations

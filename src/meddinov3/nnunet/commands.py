@@ -62,7 +62,11 @@ def plan(
         None, min=1, help="Batch size of the 2d_<size> configs (default: the 2d one's, as in the paper)."
     ),
     gpu_memory: Optional[float] = typer.Option(
-        None, min=1.0, help="GPU memory in GiB: lower the 2d_<size> batch size until training ViT-B/16 fits it."
+        None, min=1.0, help="GPU memory in GiB: lower the 2d_<size> batch size until training --method's network fits it."
+    ),
+    method: str = typer.Option("meddinov3", help="With --gpu-memory: the method whose network is planned for."),
+    backbone: Optional[str] = typer.Option(
+        None, help="With --gpu-memory: the backbone preset it trains (default: the method's), as `train --backbone`."
     ),
     num_processes: int = typer.Option(4, "--num-processes", "-j", min=1, help="Worker processes."),
     verify: bool = typer.Option(
@@ -90,7 +94,7 @@ def plan(
         console.print(f"nnU-Net's output goes to {plan_log_path(name)}", highlight=False, soft_wrap=True)
         path = plan_and_preprocess(
             dataset, tuple(size), num_processes, batch_size, verify, gpu_memory_gib=gpu_memory,
-            reuse_fingerprint=reuse_fingerprint,
+            reuse_fingerprint=reuse_fingerprint, method=method, backbone=backbone,
         )
         console.print(configurations_table(load_plans(name), ["2d", *map(highres_name, size)]))
     console.print(f"plans: {path}\nnnU-Net's output: {plan_log_path(name)}", highlight=False, soft_wrap=True)

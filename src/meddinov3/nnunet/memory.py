@@ -24,6 +24,7 @@ every sample (residual stream, decoder, loss), and those of every sample through
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -221,23 +222,52 @@ def estimate_training_memory(
     return measure_memory_model(network, num_classes, precision).at(patch_size)
 
 
+def backbone_preset(method: str, backbone: str | None = None) -> str:
+    """The backbone preset `method` trains (`backbone` when given, as `train --backbone`); only
+    the methods whose network is a ViT with a Primus decoder can be planned for."""
+    from meddinov3.nnunet.methods import METHODS, get_method
+    from meddinov3.nnunet.spec import NetworkSpecError
+
+    chosen = get_method(method)
+    if chosen.network != "primus":
+        planned = ", ".join(m.name for m in METHODS.values() if m.network == "primus")
+        raise NetworkSpecError(f"--gpu-memory plans for the ViT methods ({planned}); {method!r} trains a {chosen.network}")
+    return backbone or chosen.backbone_preset
+
+
+def backbone_name(preset: str) -> str:
+    """The name papers use: 'ViT-B/16' for vitb16 and meddinov3_vitb16, 'ViT-L/16+' for vitl16plus."""
+    match = re.fullmatch(r"(?:\w+_)?vit(\d*[a-z])(\d+)(plus)?", preset)
+    return f"ViT-{match[1].upper()}/{match[2]}{'+' if match[3] else ''}" if match else preset
+
+
 @lru_cache(maxsize=8)
-def paper_network_model(num_classes: int, in_channels: int) -> MemoryModel:
-    """The memory model of the paper's network as the trainer builds it: the multi-scale
-    ViT-B/16 with the fine-tuning recipe's stochastic depth (the largest of the ViT methods)."""
+def method_network_model(method: str, backbone: str, num_classes: int, in_channels: int) -> MemoryModel:
+    """The memory model of `method`'s network as its trainer builds it on the `backbone` preset:
+    the recipe's fine-tuning settings (stochastic depth), decoded from the method's blocks."""
     from meddinov3.backbone import preset_config
     from meddinov3.nnunet.methods import get_method
     from meddinov3.nnunet.network import build_network
     from meddinov3.nnunet.spec import NetworkSpec
     from meddinov3.segmentation import default_interaction_layers
 
-    config = preset_config("meddinov3_vitb16", **get_method("meddinov3").recipe.backbone)
-    spec = NetworkSpec("meddinov3", config.to_dict(), True, default_interaction_layers(config.depth))
+    chosen = get_method(method)
+    config = preset_config(backbone, **chosen.recipe.backbone)
+    layers = default_interaction_layers(config.depth) if chosen.multiscale else [config.depth - 1]
+    spec = NetworkSpec(method, config.to_dict(), chosen.multiscale, layers)
     return measure_memory_model(build_network(spec, in_channels, num_classes), num_classes)
 
 
+def method_network_estimate(
+    patch_size: int, num_classes: int, in_channels: int, method: str = "meddinov3", backbone: str | None = None
+) -> MemoryEstimate:
+    model = method_network_model(method, backbone_preset(method, backbone), num_classes, in_channels)
+    return model.at((patch_size, patch_size))
+
+
 def paper_network_estimate(patch_size: int, num_classes: int, in_channels: int) -> MemoryEstimate:
-    return paper_network_model(num_classes, in_channels).at((patch_size, patch_size))
+    """The paper's network: the multi-scale MedDINOv3 ViT-B/16 (the largest of its ViT methods)."""
+    return method_network_estimate(patch_size, num_classes, in_channels)
 
 
 def tracked_training_peak(trainer, batch: dict[str, torch.Tensor], steps: int = 2) -> int:

@@ -98,6 +98,9 @@ class Method:
     multiscale: bool = True
     needs_weights: bool = False
     default_configuration: str = "2d"
+    # What the trainer builds: "primus" (a ViT with the (multi-scale) Primus decoder), "dino-unet",
+    # "segformer", or nnU-Net's "u-net".
+    network: str = "primus"
 
     def recipe_for(self, switch: str = "default") -> Recipe:
         check_recipe_switch(switch)
@@ -222,18 +225,21 @@ METHODS: dict[str, Method] = {
             trainer="nnUNetTrainer",
             description="nnU-Net's default 2D U-Net and recipe (baseline)",
             recipe=_NNUNET,
+            network="u-net",
         ),
         Method(
             name="segformer",
             trainer="SegFormerTrainer",
             description="SegFormer (MiT-B2) from scratch, AdamW lr 2e-5 (baseline)",
             recipe=_SEGFORMER,
+            network="segformer",
         ),
         Method(
             name="dino-unet",
             trainer="DinoUNetTrainer",
             description="Dino U-Net: frozen DINOv3 ViT-B/16 + adapter + FAPM + U-Net decoder, SGD lr 1e-3 (baseline)",
             recipe=_DINO_UNET,
+            network="dino-unet",
             release_recipe=_DINO_UNET_RELEASE,
             backbone_preset="vitb16",
             needs_weights=True,

@@ -69,23 +69,28 @@ def with_highres_configuration(plans: dict, size: int, base: str = "2d", batch_s
     return new_plans
 
 
-def batch_size_that_fits(base_batch: int, size: int, dataset_json: dict, gpu_memory_gib: float) -> int:
-    """nnU-Net's 2d batch size, lowered until training the paper's network at size x size fits
-    `gpu_memory_gib` (estimate in `memory.py`)."""
-    from meddinov3.nnunet.memory import GIB, USABLE_FRACTION, paper_network_estimate
+def batch_size_that_fits(
+    base_batch: int, size: int, dataset_json: dict, gpu_memory_gib: float, method: str = "meddinov3",
+    backbone: str | None = None,
+) -> int:
+    """nnU-Net's 2d batch size, lowered until training `method`'s network on its backbone (or on
+    the `backbone` preset) at size x size fits `gpu_memory_gib` (estimate in `memory.py`)."""
+    from meddinov3.nnunet.memory import GIB, USABLE_FRACTION, backbone_name, backbone_preset, method_network_estimate
 
-    estimate = paper_network_estimate(size, len(dataset_json["labels"]), len(dataset_json["channel_names"]))
+    classes, channels = len(dataset_json["labels"]), len(dataset_json["channel_names"])
+    estimate = method_network_estimate(size, classes, channels, method, backbone)
+    network = f"the {backbone_name(backbone_preset(method, backbone))} network"
     largest = estimate.largest_batch(gpu_memory_gib)
     if largest < 1:
         raise NnUNetSetupError(
             f"{highres_name(size)}: one {size}x{size} slice needs about {estimate.total_bytes(1) / GIB:.1f} GiB to "
-            f"train the ViT-B/16 network, more than {USABLE_FRACTION:.0%} of {gpu_memory_gib:g} GiB; "
+            f"train {network}, more than {USABLE_FRACTION:.0%} of {gpu_memory_gib:g} GiB; "
             f"plan a smaller --size"
         )
     batch = min(base_batch, largest)
     print(
         f"{highres_name(size)}: batch size {batch} (nnU-Net's 2d: {base_batch}; at most {largest} fit in "
-        f"{gpu_memory_gib:g} GiB), about {estimate.total_bytes(batch) / GIB:.1f} GiB to train the ViT-B/16 network"
+        f"{gpu_memory_gib:g} GiB), about {estimate.total_bytes(batch) / GIB:.1f} GiB to train {network}"
     )
     return batch
 
@@ -114,12 +119,15 @@ def plan_and_preprocess(
     gpu_memory_gib: float | None = None,
     plans_identifier: str = DEFAULT_PLANS,
     reuse_fingerprint: bool = True,
+    method: str = "meddinov3",
+    backbone: str | None = None,
 ) -> Path:
     """Fingerprint, nnU-Net plans, the `2d_<size>` configurations, and preprocessing of 2d and those.
 
     An existing fingerprint is reused unless `reuse_fingerprint=False`, so re-running after an
     interruption skips that step. The `2d_<size>` batch size is `batch_size` when given, else the
-    2d one's (as in the paper), lowered to fit `gpu_memory_gib` when that is given.
+    2d one's (as in the paper), lowered to fit `gpu_memory_gib` when that is given: training
+    `method`'s network on its backbone (or on the `backbone` preset).
     What nnU-Net prints goes to `plan_log_path(dataset)`; its progress bars and warnings (stderr)
     stay on the terminal, each preprocessing bar after a line naming its configuration.
     Returns the plans file.
@@ -130,6 +138,11 @@ def plan_and_preprocess(
     for size in sizes:
         if size <= 0 or size % VIT_PATCH:
             raise ValueError(f"--size must be a positive multiple of the ViT patch size {VIT_PATCH}, got {size}")
+    if gpu_memory_gib is not None:  # a method or preset that cannot be planned for fails before any work
+        from meddinov3.backbone import preset_config
+        from meddinov3.nnunet.memory import backbone_preset
+
+        preset_config(backbone_preset(method, backbone))
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         plan_experiments,
@@ -162,7 +175,7 @@ def plan_and_preprocess(
     for size in sizes:
         batch = batch_size
         if gpu_memory_gib is not None:
-            batch = batch_size_that_fits(base_batch, size, dataset_json, gpu_memory_gib)
+            batch = batch_size_that_fits(base_batch, size, dataset_json, gpu_memory_gib, method, backbone)
         plans = with_highres_configuration(plans, size, batch_size=batch)
     atomic_write_json(path, plans)
 

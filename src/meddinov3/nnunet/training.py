@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from meddinov3.nnunet.methods import Method, check_recipe_switch, get_method
 from meddinov3.datasets import dataset_folder_name, read_dataset_json
 from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, NnUNetSetupError, require_folders
 from meddinov3.nnunet.plans import DEFAULT_PLANS, load_plans, resolved_configuration
+from meddinov3.nnunet.progress import ProgressCallback, progress_bar, reporting_iterations
 from meddinov3.nnunet.spec import NetworkSpec, attach_spec, build_spec, check_patch_size, spec_in_plans
 
 
@@ -47,6 +47,13 @@ class TrainingJob:
     num_gpus: int = 1
     plans_identifier: str = DEFAULT_PLANS
     show_progress: bool = True
+    # Learning rates instead of the recipe's (decoder and everything outside the encoder; encoder).
+    initial_lr: float | None = None
+    encoder_lr: float | None = None
+    # False: no mirroring augmentation, and with it no test-time mirroring (nnU-Net's NoMirroring).
+    mirroring: bool = True
+    # Called before training starts and after every iteration (in the main process).
+    on_iteration: ProgressCallback | None = None
 
 
 @dataclass
@@ -69,9 +76,12 @@ def _fold(fold: int | str) -> int | str:
         raise ValueError(f"--fold must be an integer or 'all', got {fold!r}") from None
 
 
-def model_folder(dataset_name: str, trainer: str, plans_name: str, configuration: str) -> Path:
-    """Where nnU-Net puts a trained model (same naming as nnUNetTrainer)."""
-    results = require_folders(RESULTS)[RESULTS]
+def model_folder(
+    dataset_name: str, trainer: str, plans_name: str, configuration: str, results: Path | None = None
+) -> Path:
+    """Where nnU-Net puts a trained model (same naming as nnUNetTrainer), under `results`
+    (default: $nnUNet_results)."""
+    results = results if results is not None else require_folders(RESULTS)[RESULTS]
     return results / dataset_name / f"{trainer}__{plans_name}__{configuration}"
 
 
@@ -143,12 +153,31 @@ def build_trainer(run: PreparedRun, job: TrainingJob, device: Any) -> Any:
         ("num_iterations_per_epoch", job.iterations_per_epoch),
         ("num_val_iterations_per_epoch", job.val_iterations_per_epoch),
         ("save_every", job.save_every),
+        ("initial_lr", job.initial_lr),
+        ("encoder_lr", job.encoder_lr),
     ):
         if value is not None:
             if value <= 0:
                 raise ValueError(f"{attribute} must be positive, got {value}")
+            if not hasattr(trainer, attribute):
+                raise ValueError(f"method {run.method.name!r} has no {attribute} to set")
             setattr(trainer, attribute, value)
+    if not job.mirroring:
+        without_mirroring(trainer)
     return trainer
+
+
+def without_mirroring(trainer: Any) -> None:
+    """Switch off nnU-Net's mirroring augmentation, and with it test-time mirroring, as nnU-Net's
+    own nnUNetTrainerNoMirroring does."""
+    configure = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size
+
+    def configured() -> tuple:
+        rotation, dummy_2d, patch_size, _ = configure()
+        trainer.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, patch_size, None
+
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size = configured
 
 
 def _restore_if_requested(trainer: Any, job: TrainingJob) -> None:
@@ -173,39 +202,13 @@ def _restore_if_requested(trainer: Any, job: TrainingJob) -> None:
     restore_trainer(trainer, found[1])
 
 
-@contextmanager
-def _iteration_progress(trainer: Any, enabled: bool) -> Iterator[None]:
-    """A rich progress bar over all training iterations, fed by wrapping the trainer's train_step."""
-    if not enabled or trainer.local_rank != 0:
-        yield
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    total = trainer.num_epochs * trainer.num_iterations_per_epoch
-    done = trainer.current_epoch * trainer.num_iterations_per_epoch
-    original_step = trainer.train_step
-    with Progress(
-        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
-    ) as progress:
-        task = progress.add_task("train", total=total, completed=done)
-
-        def train_step(batch: dict) -> dict:
-            result = original_step(batch)
-            progress.advance(task)
-            return result
-
-        trainer.train_step = train_step
-        try:
-            yield
-        finally:
-            trainer.train_step = original_step
-
-
 def _train_in_this_process(run: PreparedRun, job: TrainingJob, device: Any) -> Path:
     trainer = build_trainer(run, job, device)
     _restore_if_requested(trainer, job)
     if not job.validation_only:
-        with _iteration_progress(trainer, job.show_progress):
+        callbacks = [job.on_iteration] if job.on_iteration is not None else []
+        shown = job.show_progress and trainer.local_rank == 0
+        with progress_bar(shown) as bar, reporting_iterations(trainer, callbacks + bar):
             trainer.run_training()
     if job.validate or job.validation_only:
         trainer.perform_actual_validation(False)

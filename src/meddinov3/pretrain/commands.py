@@ -56,7 +56,7 @@ def pretrain(
         return
     check_paths(resolved)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from meddinov3.pretrain.train import train
+    from meddinov3.pretrain.loop import train
 
     result = train(resolved)
     if result.exported:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from meddinov3.pretrain.augment import CropSizes, CTMultiCrop
 from meddinov3.pretrain.config import PretrainConfig
 from meddinov3.pretrain.masking import block_mask, mask_ratio_for_slot
-from meddinov3.pretrain.synthetic import SyntheticSlices
+from meddinov3.pretrain.procedural_slices import SyntheticSlices
 
 SampleKey = tuple[int, int, int]  # corpus index, iteration, position in the global batch
 BUNDLED_SLICE = "ct_slice_1866889.npy"

@@ -33,7 +33,7 @@ from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 from meddinov3.pretrain.distributed import DistInfo, init_distributed, rank_device
 from meddinov3.pretrain.monitors import UniformWatch
 from meddinov3.pretrain.probing import TeacherProbe
-from meddinov3.pretrain.trainer import Pretrainer
+from meddinov3.pretrain.pretrainer import Pretrainer
 from meddinov3.viz.learning import learning_figure
 
 log = logging.getLogger("meddinov3.pretrain")
