@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meddinov3.demo.report import Report, figure_html, paragraph_html, table_html
+from meddinov3.demo.html import Report, figure_html, paragraph_html, table_html
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

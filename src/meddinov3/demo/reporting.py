@@ -16,7 +16,7 @@ from meddinov3.demo.findings import (
     signed_points, verdict,
 )
 from meddinov3.demo.finetuning import model_folder
-from meddinov3.demo.report import Report, figure_html, paragraph_html, table_html
+from meddinov3.demo.html import Report, figure_html, paragraph_html, table_html
 from meddinov3.demo.steps import StepContext, StepRecord
 from meddinov3.demo.workspace import INITS, Workspace
 
