@@ -18,7 +18,7 @@ from meddinov3.demo.findings import (
     PretrainingOutcome, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
 )
 from meddinov3.demo.pipeline import check_settings
-from meddinov3.demo.reporting import expected_random_dice
+from meddinov3.demo.report import expected_random_dice
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace
 

@@ -19,7 +19,7 @@ from meddinov3.demo.finetuning import finetune, finetune_outputs, plan, plan_out
 from meddinov3.demo.inference import evaluate, evaluate_outputs, predict, predict_outputs
 from meddinov3.demo.pretraining import pretrain, pretrain_outputs
 from meddinov3.demo.probing import probe, probe_outputs
-from meddinov3.demo.reporting import build_report, report_outputs
+from meddinov3.demo.report import build_report, report_outputs
 from meddinov3.demo.steps import Step, StepRecord, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace, point_nnunet_here
 from meddinov3.io import atomic_write_text

@@ -1,13 +1,12 @@
 """nnU-Net v2 trainers for the paper's baselines: thin subclasses, everything else is nnU-Net's.
 
 Both read their optimiser, schedule and freezing from the method's `Recipe`
-(`meddinov3.nnunet.methods`), which matches the release's trainers:
-- `SegFormerTrainer`: the release's MiT-B2 SegFormer from scratch; AdamW lr 2e-5, weight decay
-  5e-2, betas (0.9, 0.98), poly 0.9.
-- `DinoUNetTrainer`: Dino U-Net on a frozen pretrained DINOv3 ViT; SGD lr 1e-3, Nesterov momentum
-  0.99, weight decay 3e-5, poly 0.9. The network spec (backbone architecture, interaction blocks,
-  recipe switch) is stored in the plans and the pretrained encoder loaded strictly, as for the
-  MedDINOv3 trainers; its release recipe then re-randomises the encoder's patch embedding.
+(`meddinov3.nnunet.methods`, every value with its source in the release's trainers):
+- `SegFormerTrainer`: the release's MiT-B2 SegFormer from scratch (recipe `segformer`).
+- `DinoUNetTrainer`: Dino U-Net on a frozen pretrained DINOv3 ViT (recipe `dino-unet`). The
+  network spec (backbone architecture, interaction blocks, recipe switch) is stored in the plans
+  and the pretrained encoder loaded strictly, as for the MedDINOv3 trainers; its release recipe
+  then re-randomises the encoder's patch embedding.
 Neither network follows nnU-Net's plans' scales, so both train without deep supervision. Both
 write their checkpoint files atomically (`AtomicCheckpoints`, through `RecipeTrainer`).
 """

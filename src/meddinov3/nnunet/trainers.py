@@ -6,8 +6,8 @@ oversampling, checkpoints, validation, DDP) is nnU-Net's. What differs, read fro
 - the network: a DINOv3 ViT with a (multi-scale) Primus decoder, built from the network spec
   stored in the plans (see `spec.py`), with pretrained encoder weights loaded strictly (the
   release recipe of the DINOv3 arms: non-strictly, as the release does);
-- the optimiser: AdamW, betas (0.9, 0.98), weight decay 5e-2, separate encoder and decoder
-  learning rates, each decaying linearly to zero over the epochs;
+- the optimiser and its schedule: the recipe's (separate encoder and decoder learning rates for
+  the pretrained arms, each decaying to zero over the epochs), every value with its source there;
 - no deep supervision;
 - numeric precision (bf16 by default on GPUs that have it, no gradient scaler; fp16 with nnU-Net's
   scaler; fp32), recorded in the spec and applied on every device: nnU-Net itself autocasts

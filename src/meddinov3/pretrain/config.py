@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
-from meddinov3.overrides import parse_assignment
+from meddinov3.overrides import apply_values, nested, parse_assignment
 from meddinov3.precision import PRECISION_CHOICES
 
 
@@ -225,37 +225,6 @@ class PretrainConfig:
             raise ValueError("optim.global_batch_size and optim.iterations must be positive")
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """YAML gives lists for tuples and ints for floats; bring values to the dataclass's types."""
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(default):
-            raise ValueError(f"{where}: expected a list of {len(default)} numbers, got {value!r}")
-        return tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, int) and not isinstance(value, int):
-        raise ValueError(f"{where}: expected an integer, got {value!r}")
-    return value
-
-
-def _apply(section: Any, values: dict[str, Any], where: str) -> None:
-    known = {f.name for f in dataclasses.fields(section)}
-    for key, value in values.items():
-        if key not in known:
-            raise ValueError(f"{where}: unknown key {key!r} (known: {sorted(known)})")
-        current = getattr(section, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
-            _apply(current, value, f"{where}.{key}")
-        else:
-            setattr(section, key, _coerce(value, current, f"{where}.{key}"))
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`optim.lr=1e-4` -> (["optim", "lr"], 1e-4), read by the one override parser
     (`meddinov3.overrides`)."""
@@ -264,13 +233,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except ValueError as error:
         raise ValueError(f"override {text!r} is not of the form section.key=value ({error})") from None
     return key.split("."), value
-
-
-def _nest(path: list[str], value: Any) -> dict[str, Any]:
-    nested: Any = value
-    for part in reversed(path):
-        nested = {part: nested}
-    return nested
 
 
 def builtin_config_path(name: str) -> Path:
@@ -294,16 +256,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pr
             raise ValueError(f"{file}: not valid YAML: {error}") from error
         if not isinstance(values, dict):
             raise ValueError(f"{file}: expected a mapping of sections at the top level")
-        _apply(config, values, str(file))
+        apply_values(config, values, str(file))
     for text in overrides:
         key_path, value = parse_override(text)
-        _apply(config, _nest(key_path, value), f"override {text!r}")
+        apply_values(config, nested(key_path, value), f"override {text!r}")
     config.validate()
     return config
 
 
 def config_from_dict(values: dict[str, Any]) -> PretrainConfig:
     config = PretrainConfig()
-    _apply(config, values, "config")
+    apply_values(config, values, "config")
     config.validate()
     return config

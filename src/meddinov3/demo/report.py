@@ -12,11 +12,14 @@ import numpy as np
 
 from meddinov3.demo import figures
 from meddinov3.demo.findings import (
-    PretrainingOutcome, finetuning_sentence, points, pretraining_outcome, pretraining_sentence, probe_sentence,
-    signed_points, verdict,
+    PretrainingOutcome, finetuning_sentence, points, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
 )
 from meddinov3.demo.finetuning import model_folder
-from meddinov3.demo.html import Report, figure_html, paragraph_html, table_html
+from meddinov3.demo.html import Report, figure_html, paragraph_html
+from meddinov3.demo.report_tables import (
+    cases_table, finetuning_table, network_sentence, plan_table, pretraining_table, probe_description, probe_table,
+    results_table, timings_table,
+)
 from meddinov3.demo.steps import StepContext, StepRecord
 from meddinov3.demo.workspace import INITS, Workspace
 
@@ -53,28 +56,6 @@ def chance_dice(workspace: Workspace, n_labels: int) -> dict[int, float]:
             for label in range(1, n_labels)}
 
 
-def results_table(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[int, float],
-                  names: Mapping[int, str]) -> str:
-    headers = ["organ"] + [f"DSC % ({figures.INIT_TITLES[i]})" for i in INITS] + \
-        [f"NSD % 1 mm ({figures.INIT_TITLES[i]})" for i in INITS] + ["DSC % chance"]
-    rows = []
-    for label in sorted(k for k in names if k > 0):
-        entries = [summaries[i]["labels"][str(label)] for i in INITS]
-        rows.append([names[label]] + [points(e["dice"]["mean"]) for e in entries]
-                    + [points(e["nsd"]["mean"]) for e in entries] + [points(chance[label])])
-    means = [summaries[i]["mean_over_labels"] for i in INITS]
-    chance_mean = float(np.nanmean(list(chance.values())))
-    rows.append(["mean over organs"] + [points(m["dice"]) for m in means] + [points(m["nsd"]) for m in means]
-                + [points(chance_mean)])
-    return table_html(headers, rows)
-
-
-def cases_table(cases: Mapping[str, Mapping[str, Any]]) -> str:
-    rows = [[name, "train" if c["split"] == "Tr" else "test", " x ".join(map(str, c["shape_zyx"])),
-             " x ".join(f"{s:.2f}" for s in c["spacing_xyz"])] for name, c in cases.items()]
-    return table_html(["case", "split", "shape (Z x Y x X)", "spacing mm (x, y, z)"], rows)
-
-
 def corpus_examples(corpus_root: Path) -> list[tuple[str, np.ndarray]]:
     """A few synthetic slices spread over the corpus, and the real CT slice."""
     from meddinov3.curate import SliceCorpus
@@ -106,57 +87,6 @@ def layerscale_sentence(summary: Mapping[str, Any], initial: float) -> str:
             "blocks mostly pass the patch embedding on and both maps look alike. Trained weights (the released "
             "checkpoint: meddinov3 features --weights MedDINOv3-B-CT3M.pth) give maps that follow the anatomy, as "
             "in the paper's figures.")
-
-
-def timings_table(records: Mapping[str, StepRecord]) -> str:
-    rows = [[r.title, f"{r.seconds:.1f}", f"{r.cpu_seconds:.1f}", "earlier run" if r.skipped else "this run"]
-            for r in records.values()]
-    rows.append(["total", f"{sum(r.seconds for r in records.values()):.1f}",
-                 f"{sum(r.cpu_seconds for r in records.values()):.1f}", ""])
-    return table_html(["step", "wall-clock seconds", "CPU seconds", "when"], rows)
-
-
-def finetuning_table(records: Mapping[str, StepRecord]) -> str:
-    rows = []
-    for init in INITS:
-        summary = records[f"train_{init}"].summary
-        curves = summary["curves"]
-        rows.append([figures.INIT_TITLES[init], f"--method {summary['method']}", f"{summary['encoder_lr']:g}",
-                     f"{summary['decoder_lr']:g}",
-                     f"{summary['epochs']} x {summary['iterations_per_epoch']} x batch {summary['batch_size']}",
-                     f"{curves['train_losses'][-1]:.3f}", points(curves["mean_fg_dice"][-1]),
-                     f"{records[f'train_{init}'].seconds:.0f}", f"{records[f'train_{init}'].cpu_seconds:.0f}"])
-    return table_html(["init", "meddinov3 train", "encoder lr", "decoder lr", "epochs x iterations",
-                       "last train loss", "last pseudo DSC %", "seconds", "CPU seconds"], rows)
-
-
-def pretraining_table(summary: Mapping[str, Any], outcome: PretrainingOutcome) -> str:
-    s = summary["settings"]
-    arch = s["model"]["arch_overrides"]
-    rows = [
-        ["backbone", f"{s['model']['arch']} with width {arch['embed_dim']}, {arch['num_heads']} heads, {arch['depth']} blocks"],
-        ["iterations x batch", f"{s['optim']['iterations']} x {s['optim']['global_batch_size']}"],
-        ["crops", f"2 global {s['crops']['global_sizes'][0]} px + {s['crops']['n_local']} local {s['crops']['local_sizes'][0]} px"],
-        ["prototypes K", f"{s['model']['head_prototypes']}"],
-        ["peak lr", f"{s['optim']['lr']:g}"],
-        ["total loss first -> last", f"{summary['first_loss']:.3f} -> {summary['last_loss']:.3f}"],
-        ["DINO loss / ln K, mean of the last logs", f"{outcome.dino_fraction:.3f}"],
-        ["teacher entropy per sample / of the batch mean, mean of the last logs",
-         f"{outcome.teacher_entropy:.2f} / {outcome.teacher_mean_entropy:.2f} nats"],
-    ]
-    return table_html(["setting", "value"], rows)
-
-
-def plan_table(summary: Mapping[str, Any]) -> str:
-    rows = [
-        ["configuration", summary["configuration"]],
-        ["patch size", " x ".join(map(str, summary["patch_size"]))],
-        ["spacing mm", " x ".join(f"{s:.3f}" for s in summary["spacing"])],
-        ["batch size", summary["batch_size"]],
-        ["nnU-Net 2d patch size (base)", " x ".join(map(str, summary["base_2d_patch_size"]))],
-        ["normalisation", ", ".join(summary["normalization"])],
-    ]
-    return table_html(["plan", "value"], rows)
 
 
 def next_steps(workspace: Workspace) -> str:
@@ -241,27 +171,6 @@ def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str
     return "".join(paragraph_html(sentence) for sentence in sentences)
 
 
-def probe_table(probe: Mapping[str, Any]) -> str:
-    dice = probe["dice"]
-    rows = [[organ, points(dice["pretrained"][organ]), points(dice["random"][organ]),
-             signed_points(dice["pretrained"][organ] - dice["random"][organ])] for organ in dice["pretrained"]]
-    means = probe["mean_dice"]
-    rows.append(["mean over organs", points(means["pretrained"]), points(means["random"]),
-                 signed_points(means["pretrained"] - means["random"])])
-    return table_html(["organ", "DSC % (pretrained, frozen)", "DSC % (random twin, frozen)", "difference (points)"],
-                      rows)
-
-
-def probe_description(probe: Mapping[str, Any]) -> str:
-    config = probe["config"]
-    layers = "the last block's" if config["layers"] == "last" else "blocks 2, 5, 8, 11 concatenated"
-    return (f"DINOv3's dense linear evaluation (meddinov3 probe): both backbones frozen, {layers} patch features "
-            f"of {probe['train_slices']} training slices at {config['size']} px, one linear head per backbone "
-            f"({config['steps']} AdamW steps, same seed and slices), DSC per organ on the held-out volumes. The "
-            "random twin is the backbone the random-init fine-tuning starts from, so the difference is what "
-            "pretraining put into the features.")
-
-
 def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapping[str, Path],
             summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[int, float],
             names: Mapping[int, str], n_test: int, outcome: PretrainingOutcome) -> Report:
@@ -269,11 +178,12 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
     data = records["synth"].summary
     corpus = records["curate"].summary
     probe = records["probe"].summary
+    depth = config.backbone_overrides()["depth"]
     report = Report(f"MedDINOv3 demo ({config.preset} preset)")
     report.add("Summary", summary_paragraphs(records, summaries, chance, n_test, outcome))
     report.add(
         "1. What pretraining put into the features (meddinov3 probe)",
-        paragraph_html(probe_description(probe)),
+        paragraph_html(probe_description(probe, depth)),
         probe_table(probe),
         figure_html(Path(probe["figure"]), "Linear-probe DSC per organ on the held-out cases, frozen backbones."),
     )
@@ -299,12 +209,7 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
                        "iterations on 3.87 million slices.", note=True),
         figure_html(drawn["predictions"], "A held-out test slice: reference organs and both fine-tuned models' "
                     "predictions (soft-tissue window W400/L40)."),
-        paragraph_html("The multi-scale network (ViT blocks 2, 5, 8, 11 -> Primus decoder) with the paper's recipe: "
-                       "AdamW betas (0.9, 0.98), weight decay 0.05, separate encoder and decoder rates decaying "
-                       "linearly to zero, drop-path 0.2, Dice + CE loss, no deep supervision, nnU-Net's 2D "
-                       "augmentation; trained on all training cases (fold 'all'). Only the encoder's starting weights "
-                       "differ between the two runs. The rates are raised from the recipe's 3e-4 / 3e-5 (set for "
-                       "250,000 iterations) for a run of minutes."),
+        paragraph_html(network_sentence(depth)),
         finetuning_table(records),
         figure_html(drawn["finetuning"], "Per-epoch losses and nnU-Net's pseudo Dice (on sampled training patches)."),
     )
