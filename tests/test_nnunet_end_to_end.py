@@ -283,3 +283,40 @@ def test_prediction_inputs(tmp_path):
         (plain / name).touch()
     # Numbered scans of a one-channel model are cases, not channels.
     assert [c.name for c in collect_cases(plain, 1, tmp_path)] == ["ct", "scan_0001", "scan_0002"]
+
+
+TRAIN_WITH_DEMO_CHOICES = """
+import json, sys
+from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint
+from meddinov3.nnunet.training import TrainingJob, run_training
+
+seen = []
+folder = run_training(TrainingJob(
+    dataset=sys.argv[1], method="scratch", configuration="2d_96", fold=1,
+    backbone_overrides={"embed_dim": 48, "num_heads": 2, "depth": 4}, epochs=1, iterations_per_epoch=3,
+    val_iterations_per_epoch=1, device="cpu", validate=False, show_progress=False,
+    initial_lr=2e-3, encoder_lr=1e-3, mirroring=False, on_iteration=seen.append,
+))
+checkpoint = read_nnunet_checkpoint(folder / "checkpoint_final.pth")
+print(json.dumps({
+    "seen": [[p.done, p.total, p.epoch, p.loss] for p in seen],
+    "rates": {g["name"]: g["initial_lr"] for g in checkpoint["optimizer_state"]["param_groups"]},
+    "mirroring": checkpoint["inference_allowed_mirroring_axes"],
+}))
+"""
+
+
+def test_training_job_takes_the_demos_rates_mirroring_switch_and_iteration_callback(workspace):
+    """The demo fine-tunes through run_training: its learning rates reach the optimiser's groups,
+    mirroring is off for training and for the model's inference, and the callback sees the start
+    and every iteration with its loss."""
+    root, env, raw = workspace
+    env = dict(env, nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1")
+    result = subprocess.run([sys.executable, "-c", TRAIN_WITH_DEMO_CHOICES, str(SPEC.dataset_id)], env=env,
+                            capture_output=True, encoding="utf-8", errors="replace")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["rates"] == {"decoder": 2e-3, "encoder": 1e-3}
+    assert found["mirroring"] is None
+    assert [row[:3] for row in found["seen"]] == [[0, 3, 0], [1, 3, 0], [2, 3, 0], [3, 3, 0]]
+    assert found["seen"][0][3] is None and all(np.isfinite(row[3]) for row in found["seen"][1:])

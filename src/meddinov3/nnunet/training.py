@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from meddinov3.nnunet.methods import Method, check_recipe_switch, get_method
 from meddinov3.datasets import dataset_folder_name, read_dataset_json
+from meddinov3.nnunet.methods import Method, check_recipe_switch, get_method
 from meddinov3.nnunet.paths import PREPROCESSED, RESULTS, NnUNetSetupError, require_folders
 from meddinov3.nnunet.plans import DEFAULT_PLANS, load_plans, resolved_configuration
 from meddinov3.nnunet.progress import ProgressCallback, progress_bar, reporting_iterations
