@@ -124,10 +124,6 @@ class DatasetJson:
         return len(self.raw["channel_names"])
 
     @property
-    def num_labels(self) -> int:
-        return len(self.raw["labels"])
-
-    @property
     def file_ending(self) -> str | None:
         ending = self.raw.get("file_ending")
         return ending if isinstance(ending, str) else None

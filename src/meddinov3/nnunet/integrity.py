@@ -50,9 +50,9 @@ def training_cases(folder: Path, description: DatasetJson) -> list[CaseFiles]:
                 f"case {case}: {folder / 'labelsTr' / (case + ending)} has no image in {folder / 'imagesTr'}"
                 f" (expected {case}_0000{ending}){others}"
             )
-    if len(cases) != dataset_json["numTraining"]:
+    if len(cases) != description.num_training:
         raise NnUNetSetupError(
-            f"{folder / 'dataset.json'}: numTraining is {dataset_json['numTraining']}, but {len(cases)}"
+            f"{description.path}: numTraining is {description.num_training}, but {len(cases)}"
             f" labelled case(s) are there"
         )
     return cases
