@@ -30,7 +30,8 @@ NUM_CLASSES = 3
 # The issue's bound for float32 graphs (norm form, see conftest.relative_error).
 FLOAT32_EXPORT_TOL = 1e-4
 TINY_VIT = {"embed_dim": 48, "num_heads": 2, "depth": 4}
-WEIGHTS = {"dinov3": FIXTURES / "dinov3_tiny_official.pth", "meddinov3": FIXTURES / "meddinov3_tiny_teacher.pth"}
+OFFICIAL = FIXTURES / "dinov3_tiny_official.pth"
+WEIGHTS = {"dinov3": OFFICIAL, "dinov3-single": OFFICIAL, "meddinov3": FIXTURES / "meddinov3_tiny_teacher.pth"}
 
 
 def write_model_folder(root: Path, method: str, weights: Path | None = None) -> Path:
@@ -79,9 +80,9 @@ def exported(tmp_path_factory, request) -> tuple[Path, Path]:
     return model_dir, export_onnx(model_dir, root / "exported" / "model.onnx")
 
 
-@pytest.mark.parametrize("exported", ["dinov3"], indirect=True)
+@pytest.mark.parametrize("exported", ["dinov3", pytest.param("dinov3-single", marks=pytest.mark.slow)], indirect=True)
 def test_onnx_runtime_computes_what_pytorch_computes(exported):
-    """Multi-scale Primus on a float32-RoPE DINOv3 encoder: batch 2 and 3 through one file."""
+    """Multi- and single-scale Primus on a float32-RoPE DINOv3 encoder: batch 2 and 3 through one file."""
     model_dir, path = exported
     for batch in (2, 3):
         images = torch.randn(batch, 1, *PATCH, generator=torch.Generator().manual_seed(batch))
@@ -108,7 +109,7 @@ def test_bfloat16_rope_model_keeps_its_rounding(exported):
     """MedDINOv3 computes RoPE in bfloat16; the bound is the fixtures' one for bf16-RoPE outputs:
     rounding to bfloat16 magnifies float32 differences (PyTorch's own output moves by 2.6e-4 when
     the input moves by 1e-7; ONNX Runtime lands 2.8e-4 away), while dropping the rounding puts the
-    output 2.1e-3 away (measured on this model)."""
+    output 2.0e-3 away (measured on this model)."""
     model_dir, path = exported
     images = torch.randn(2, 1, *PATCH, generator=torch.Generator().manual_seed(0))
     assert relative_error(onnx_logits(path, images), torch_logits(model_dir, images)) <= BF16_ROPE_TOL
@@ -197,6 +198,10 @@ def test_metadata_says_how_nnunet_feeds_the_network(exported):
     indirect=True,
 )
 def test_baseline_networks_export_too(exported):
+    """Dino U-Net runs its frozen ViT under bfloat16 autocast: PyTorch's fused CPU attention keeps
+    its scores in float32 where the exported graph rounds them to bfloat16 (ViT maps 2.9e-4 apart,
+    logits 1e-6 to 1.6e-4 depending on the input, measured), so it gets the bound of bf16 paths."""
     model_dir, path = exported
+    bound = BF16_ROPE_TOL if "DinoUNet" in model_dir.name else FLOAT32_EXPORT_TOL
     images = torch.randn(2, 1, *PATCH, generator=torch.Generator().manual_seed(0))
-    assert relative_error(onnx_logits(path, images), torch_logits(model_dir, images)) <= FLOAT32_EXPORT_TOL
+    assert relative_error(onnx_logits(path, images), torch_logits(model_dir, images)) <= bound

@@ -29,7 +29,7 @@ from meddinov3.io import atomic_write, writable_folder
 from meddinov3.nnunet.model_folder import load_trained_model
 from meddinov3.nnunet.paths import NnUNetSetupError
 
-# LayerNormalization needs 17; 18 is read by ONNX Runtime >= 1.14 and TensorRT >= 8.6.
+# LayerNormalization needs 17; ONNX Runtime reads 18 since 1.14.
 OPSET = 18
 # torch.export specialises a batch of 1 (it would no longer be dynamic); any other size traces.
 _TRACE_BATCH = 2
@@ -40,7 +40,7 @@ def checked_output(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"--onnx {path}: is a folder; expected a file name such as model.onnx")
-    writable_folder(path.parent if str(path.parent) else Path("."), f"--onnx {path}: folder")
+    writable_folder(path.parent, f"--onnx {path}: folder")
     return path
 
 
