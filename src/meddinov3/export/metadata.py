@@ -43,7 +43,7 @@ STEPS = [
     "preprocessing.resampling says (nnU-Net: third-order spline).",
     "For each slice along axis 0, slide a patch_size window (step and Gaussian weighting in inference); feed "
     "windows as (batch, channels, height, width) float32 and add up the weighted logits (optionally also the "
-    "logits of windows mirrored along inference.mirroring_axes, flipped back).",
+    "logits of windows mirrored along inference.mirroring_axes, 0: height, 1: width, flipped back).",
     "Softmax (or sigmoid for regions) over axis 1, argmax -> label value; undo the resampling, the crop and the "
     "transpose (preprocessing.transpose_backward).",
 ]
