@@ -39,6 +39,7 @@ from meddinov3.compare.commands import compare
 from meddinov3.nnunet.commands import plan, predict, train
 from meddinov3.pretrain.commands import pretrain
 from meddinov3.demo.commands import demo
+from meddinov3.export.commands import export
 from meddinov3.probe.commands import probe
 
 app = typer.Typer(
@@ -60,8 +61,8 @@ def _group() -> None:
 
 COMMANDS = {
     "features": features, "curate": curate, "synth": synth, "evaluate": evaluate, "convert": convert,
-    "compare": compare, "plan": plan, "train": train, "predict": predict, "pretrain": pretrain, "demo": demo,
-    "probe": probe, "weights": weights,
+    "compare": compare, "plan": plan, "train": train, "predict": predict, "export": export,
+    "pretrain": pretrain, "demo": demo, "probe": probe, "weights": weights,
 }
 for name, command in COMMANDS.items():
     app.command(name)(one_line_errors(command))

@@ -47,7 +47,7 @@ def _parse_layers(text: Optional[str]) -> Optional[list[int]]:
         raise typer.BadParameter(f"expected comma-separated block indices, got {text!r}") from None
 
 
-def _fold_value(text: str) -> int | str:
+def fold_value(text: str) -> int | str:
     if text == "all":
         return text
     if text.isdigit():
@@ -249,7 +249,7 @@ def predict(
     with _clear_errors():
         from meddinov3.nnunet.prediction import predict as run_prediction
 
-        folds = [_fold_value(f) for f in fold]
+        folds = [fold_value(f) for f in fold]
         written = run_prediction(
             input_path, output, model, folds, checkpoint, device, overwrite, mirroring, step_size, progress, precision
         )

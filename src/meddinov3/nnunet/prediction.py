@@ -2,15 +2,14 @@
 
 nnU-Net's `initialize_from_trained_model_folder` finds the trainer class by importing every
 nnU-Net trainer module (one needs timm) and unpickles checkpoints with `weights_only=False`.
-Here the network is rebuilt from the model folder's plans (which carry the MedDINOv3 network
-spec) by the trainer's own static builder, the checkpoint is read with `weights_only=True`,
+Here the network and weights come from `model_folder.load_trained_model` (rebuilt from the
+folder's plans by the trainer's own static builder, checkpoints read with `weights_only=True`),
 and the predictor is set up with `manual_initialization`. Preprocessing, sliding-window
 inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -24,7 +23,7 @@ from meddinov3.datasets import read_dataset_json
 from meddinov3.images import read_image
 from meddinov3.images.dicom import DicomSeries, find_dicom_series, read_dicom_series
 from meddinov3.folders import STALE_SUFFIX, mark_stale, writable_folder
-from meddinov3.nnunet.paths import NnUNetSetupError
+from meddinov3.nnunet.model_folder import load_trained_model, model_checkpoints
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -115,21 +114,6 @@ def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Pat
     return cases
 
 
-def model_checkpoints(model_dir: str | os.PathLike, folds: Sequence[int | str], checkpoint_name: str) -> list[Path]:
-    """The checkpoint file of each fold, after checking that `model_dir` is a trained model folder."""
-    model_dir = Path(model_dir)
-    for required in ("plans.json", "dataset.json"):
-        if not (model_dir / required).is_file():
-            raise NnUNetSetupError(f"{model_dir}: not a trained model folder (no {required})")
-    if not folds:
-        raise ValueError("at least one fold is needed")
-    paths = [model_dir / f"fold_{fold}" / checkpoint_name for fold in folds]
-    for path in paths:
-        if not path.is_file():
-            raise NnUNetSetupError(f"{path}: checkpoint not found (train this fold first or pick --checkpoint)")
-    return paths
-
-
 def load_predictor(
     model_dir: str | os.PathLike,
     folds: Sequence[int | str] = (0,),
@@ -139,29 +123,11 @@ def load_predictor(
     use_mirroring: bool = True,
 ) -> Any:
     """An nnUNetPredictor holding the model folder's network and one parameter set per fold."""
-    import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from meddinov3.devices import pick_device
-    from meddinov3.nnunet.checkpoints import network_state, read_nnunet_checkpoint
-    from meddinov3.nnunet.trainer_classes import trainer_class
 
-    model_dir = Path(model_dir)
-    checkpoints = [read_nnunet_checkpoint(path) for path in model_checkpoints(model_dir, folds, checkpoint_name)]
-    first = checkpoints[0]
-    plans_manager = PlansManager(json.loads((model_dir / "plans.json").read_text(encoding="utf-8")))
-    dataset_json = read_dataset_json(model_dir).raw
-    configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
-    num_inputs = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-    num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    network = trainer_class(first["trainer_name"]).build_network_architecture(
-        plans_manager, configuration_manager, num_inputs, num_outputs, enable_deep_supervision=False
-    )
-    parameters = [network_state(c) for c in checkpoints]
-    network.load_state_dict(parameters[0])
-
+    model = load_trained_model(model_dir, folds, checkpoint_name)
     torch_device = pick_device(device)
     predictor = nnUNetPredictor(
         tile_step_size=tile_step_size,
@@ -172,13 +138,13 @@ def load_predictor(
         allow_tqdm=False,
     )
     predictor.manual_initialization(
-        network,
-        plans_manager,
-        configuration_manager,
-        parameters,
-        dataset_json,
-        first["trainer_name"],
-        first.get("inference_allowed_mirroring_axes"),
+        model.network,
+        model.plans_manager,
+        model.configuration_manager,
+        model.parameters,
+        model.dataset_json,
+        model.trainer_name,
+        model.mirroring_axes,
     )
     return predictor
 
