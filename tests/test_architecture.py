@@ -44,8 +44,8 @@ FLOOR_PLAN = {
     "baselines": 4, "probe": 4,
     # 5: training: fine-tuning inside nnU-Net, pretraining
     "nnunet": 5, "pretrain": 5,
-    # 6: whole pipelines: the demo, the paper's comparison
-    "demo": 6, "compare": 6,
+    # 6: whole pipelines: the demo, the paper's comparison; a trained model as ONNX
+    "demo": 6, "compare": 6, "export": 6,
     # 7: the command line
     "cli": 7,
 }

@@ -25,7 +25,8 @@ from meddinov3.errors import InputError
 from meddinov3.export.fixed_rope import with_fixed_rope
 from meddinov3.export.narrow_floats import widen_narrow_floats
 from meddinov3.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, export_metadata
-from meddinov3.io import atomic_write, writable_folder
+from meddinov3.folders import writable_folder
+from meddinov3.io import atomic_write
 from meddinov3.nnunet.model_folder import load_trained_model
 from meddinov3.nnunet.paths import NnUNetSetupError
 
