@@ -9,12 +9,14 @@ per case, on synthetic CT cases in every resampling layout nnU-Net distinguishes
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import FLOAT32_TOL, relative_error
-from standalone_models import NUM_CLASSES, model_folder, synthetic_cases
+from standalone_models import NUM_CLASSES, model_folder, synthetic_cases, unet_3d_model_folder
 
 from meddinov3.nnunet.inference import CasePredictor, prepare
 from meddinov3.nnunet.prediction import load_predictor
@@ -75,15 +77,27 @@ def test_preprocessed_images_match_nnunets_to_float32_rounding(layout, tmp_path,
         assert relative_error(ours, torch.from_numpy(expected)) <= FLOAT32_TOL
 
 
+def as_region_model(model):
+    """nnU-Net's region-based labels (a sigmoid per region, nested regions painted in order) for a
+    model with two output channels."""
+    dataset = json.loads((model / "dataset.json").read_text(encoding="utf-8"))
+    dataset.update(labels={"background": 0, "body": [1, 2, 3], "organs": [2, 3]}, regions_class_order=[1, 2])
+    (model / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
+
+
 @pytest.mark.parametrize(
-    "layout, patch, mirroring, folds, slices",
-    [*((layout, 96, False, 1, None) for layout in LAYOUTS),
-     ("thick slices", 64, True, 2, 4)],  # 4 overlapping tiles per slice, mirrored, two folds averaged
+    "layout, patch, mirroring, folds, slices, regions",
+    [*(pytest.param(layout, 96, False, 1, None, False, id=layout) for layout in LAYOUTS),
+     # 4 overlapping tiles per slice, mirrored, two folds averaged
+     pytest.param("thick slices", 64, True, 2, 4, False, id="tiles, mirroring, two folds"),
+     pytest.param("thick slices", 96, False, 1, None, True, id="regions")],
 )
-def test_label_maps_match_nnunets_path(layout, patch, mirroring, folds, slices, tmp_path, monkeypatch):
+def test_label_maps_match_nnunets_path(layout, patch, mirroring, folds, slices, regions, tmp_path, monkeypatch):
     shape, spacing = LAYOUTS[layout]
     shape = (slices or shape[0], *shape[1:])
-    model = model_folder(tmp_path, monkeypatch, patch, 64 * 0.8 / 96, folds)
+    model = model_folder(tmp_path, monkeypatch, patch, 64 * 0.8 / 96, folds, num_classes=2 if regions else NUM_CLASSES)
+    if regions:
+        as_region_model(model)
     predictor = load_predictor(model, folds=tuple(range(folds)), device="cpu", use_mirroring=mirroring)
     ours = CasePredictor(predictor, "fp32")
     if mirroring:
@@ -92,5 +106,20 @@ def test_label_maps_match_nnunets_path(layout, patch, mirroring, folds, slices, 
         expected = nnunet_labels(predictor, file)
         labels = ours.labels(*read(predictor, file))
         assert labels.shape == expected.shape == shape and labels.dtype == np.uint8
-        assert len(np.unique(expected)) >= 3  # the random network predicts two organs at least
+        assert len(np.unique(expected)) >= 3  # the random network predicts two labels at least
+        assert mean_dsc(labels, expected) >= MIN_DSC, f"{file.name}: DSC {mean_dsc(labels, expected):.4f}"
+
+
+def test_3d_label_maps_match_nnunets_path(tmp_path, monkeypatch):
+    """nnU-Net's 3D U-Net (the `nnunet` method at 3d_fullres): the volume resampled in all three
+    axes by nnU-Net's own function, 3D tiles, the logits back by nnU-Net's torch resampling."""
+    model = unet_3d_model_folder(tmp_path, monkeypatch, (8, 48, 48), (2.0, 0.6, 0.6))
+    predictor = load_predictor(model, device="cpu", use_mirroring=False)
+    ours = CasePredictor(predictor, None)
+    assert not ours.is_2d
+    for file in synthetic_cases(tmp_path / "raw", (8, 64, 64), (3.0, 0.8, 0.8)):
+        expected = nnunet_labels(predictor, file)
+        labels = ours.labels(*read(predictor, file))
+        assert labels.shape == expected.shape == (8, 64, 64)
+        assert len(np.unique(expected)) >= 3
         assert mean_dsc(labels, expected) >= MIN_DSC, f"{file.name}: DSC {mean_dsc(labels, expected):.4f}"

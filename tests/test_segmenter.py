@@ -16,6 +16,7 @@ from standalone_models import NUM_CLASSES, model_folder, synthetic_cases
 import meddinov3
 from meddinov3.errors import InputError
 from meddinov3.nnunet.prediction import predict
+from meddinov3.nnunet.segmenter import array_input, image_input
 from meddinov3.segmentation import MedDINOv3Segmenter
 
 SHAPE, SPACING = (6, 64, 64), (3.0, 0.8, 0.8)  # (z, y, x); the model's grid: 96 x 96 at 0.533 mm
@@ -127,3 +128,18 @@ def test_bad_input_is_refused_before_the_network_runs(segmenter, image, spacing,
     assert network.calls == 0
     with pytest.raises(InputError):
         segmenter.probabilities(image, spacing=spacing)
+
+
+def test_multichannel_inputs_are_one_image_or_array_per_channel():
+    images = [sitk.GetImageFromArray(ct()) for _ in range(2)]
+    for image in images:
+        image.SetSpacing((0.8, 0.7, 3.0))
+    data, spacing = image_input(images, 2)
+    assert data.shape == (2, *SHAPE) and data.dtype == np.float32 and spacing == [3.0, 0.7, 0.8]
+    data, spacing = array_input(ct((2, *SHAPE)), SPACING, 2)
+    assert data.shape == (2, *SHAPE) and spacing == list(SPACING)
+    with pytest.raises(InputError, match=r"array: 3 axes, shape \(6, 64, 64\); the model takes \(2, z, y, x\) arrays"):
+        array_input(ct(), SPACING, 2)
+    images[1].SetSpacing((0.8, 0.8, 3.0))
+    with pytest.raises(InputError, match=r"image of channel 1: size \(64, 64, 6\), spacing \(0.8, 0.8, 3.0\); channel 0"):
+        image_input(images, 2)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -99,8 +98,6 @@ class CasePredictor:
     `meddinov3 predict` and `meddinov3.Segmenter` both segment through it."""
 
     def __init__(self, predictor: Any, precision: str | None):
-        from meddinov3.precision import autocast
-
         self.predictor = predictor
         self.device = predictor.device
         network = predictor.network.to(self.device).eval()
@@ -114,11 +111,12 @@ class CasePredictor:
         self.label_manager = predictor.label_manager
         # nnU-Net's own choice where the model records none: fp16 autocast on CUDA, none elsewhere.
         self.precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
-        self._autocast = partial(autocast, self.precision, self.device) if self.precision != "fp32" else nullcontext
         self._forwards = [partial(self._forward, network) for network in self.networks]
 
     def _forward(self, network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        from meddinov3.precision import autocast
+
+        with autocast(self.precision, self.device):  # fp32: autocast off
             return network(batch)
 
     def _fold(self, network: torch.nn.Module, parameters: dict) -> torch.nn.Module:
@@ -150,16 +148,16 @@ class CasePredictor:
     def labels(self, data: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """The label map of `data` (channels, *spatial) in its own grid: uint8 (uint16 past 254 labels)."""
         case = prepare(self.predictor, data, spacing)
-        dtype = np.uint8 if len(self.label_manager.foreground_labels) < 255 else np.uint16
-        labels = np.zeros(case.shape_before_cropping, dtype=dtype)
+        few = len(self.label_manager.foreground_labels) < 255  # nnU-Net's choice of label type
+        labels = np.zeros(case.shape_before_cropping, dtype=np.uint8 if few else np.uint16)
         inside = self._items(labels[tuple(slice(a, b) for a, b in case.bbox)])
         for first, logits in self._blocks(case):
             if self.label_manager.has_regions:
                 block = self.label_manager.convert_logits_to_segmentation(logits.transpose(0, 1))
             else:
                 block = argmax_classes(logits)
-            inside[first : first + len(logits)] = block.to(torch.uint8 if dtype == np.uint8 else torch.int32).cpu().numpy()
-        return labels.transpose(self.predictor.plans_manager.transpose_backward)
+            inside[first : first + len(logits)] = block.to(torch.uint8 if few else torch.int32).cpu().numpy()
+        return np.ascontiguousarray(labels.transpose(self.predictor.plans_manager.transpose_backward))
 
     @torch.inference_mode()
     def probabilities(self, data: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -174,4 +172,4 @@ class CasePredictor:
             block = self.label_manager.apply_inference_nonlin(logits.transpose(0, 1)).transpose(0, 1)
             inside[first : first + len(logits)] = block.cpu().numpy()
         transpose = self.predictor.plans_manager.transpose_backward
-        return probabilities.transpose([0, *[axis + 1 for axis in transpose]])
+        return np.ascontiguousarray(probabilities.transpose([0, *[axis + 1 for axis in transpose]]))

@@ -5,7 +5,9 @@ nnU-Net trainer module (one needs timm) and unpickles checkpoints with `weights_
 Here the network is rebuilt from the model folder's plans (which carry the MedDINOv3 network
 spec) by the trainer's own static builder, the checkpoint is read with `weights_only=True`,
 and the predictor is set up with `manual_initialization`. Preprocessing, sliding-window
-inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's.
+inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's
+steps, run on the prediction device by `meddinov3.nnunet.inference` (shared with
+`meddinov3.Segmenter`).
 """
 
 from __future__ import annotations
