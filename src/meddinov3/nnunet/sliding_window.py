@@ -51,7 +51,8 @@ def predict_tiles(networks: Sequence[Network], tiles: torch.Tensor, window: Wind
         for part, dims in zip(parts, [(), *flips]):
             part = part.flip(dims) if dims else part
             total = part if total is None else total.add_(part)
-    return total.div_(len(networks) * (1 + len(flips)))
+    count = len(networks) * (1 + len(flips))
+    return total if count == 1 else total.div_(count)
 
 
 def _corner_slices(corner: Sequence[int], patch_size: Sequence[int]) -> tuple[slice, ...]:
