@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import FLOAT32_TOL, relative_error
@@ -64,11 +65,35 @@ def mean_dsc(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_preprocessed_images_match_nnunets_to_float32_rounding(layout, tmp_path, monkeypatch):
+def as_masked_zscore_model(model):
+    """An MRI-like plan: z-score normalisation inside the (hole-filled) nonzero mask."""
+    plans = json.loads((model / "plans.json").read_text(encoding="utf-8"))
+    plans["configurations"]["2d"].update(normalization_schemes=["ZScoreNormalization"], use_mask_for_norm=[True])
+    (model / "plans.json").write_text(json.dumps(plans), encoding="utf-8")
+
+
+def zero_outside_the_body(file):
+    """The CT case with air set to 0 (and a hole of zeros inside the body): cropped, then masked."""
+    image = sitk.ReadImage(str(file))
+    voxels = sitk.GetArrayFromImage(image)
+    voxels[voxels < -500] = 0
+    voxels[3:5, 30:33, 30:33] = 0
+    masked = sitk.GetImageFromArray(voxels)
+    masked.CopyInformation(image)
+    sitk.WriteImage(masked, str(file))
+
+
+@pytest.mark.parametrize("layout, masked", [*((layout, False) for layout in LAYOUTS), ("thick slices", True)],
+                         ids=[*LAYOUTS, "masked z-score"])
+def test_preprocessed_images_match_nnunets_to_float32_rounding(layout, masked, tmp_path, monkeypatch):
     shape, spacing = LAYOUTS[layout]
-    predictor = load_predictor(model_folder(tmp_path, monkeypatch, 96, 64 * 0.8 / 96), device="cpu")
+    model = model_folder(tmp_path, monkeypatch, 96, 64 * 0.8 / 96)
+    if masked:
+        as_masked_zscore_model(model)
+    predictor = load_predictor(model, device="cpu")
     for file in synthetic_cases(tmp_path / "raw", shape, spacing):
+        if masked:
+            zero_outside_the_body(file)
         expected, _, _ = nnunet_preprocessed(predictor, file)
         case = prepare(predictor, *read(predictor, file))
         images = ImageResampler(predictor.configuration_manager, case.data, case.spacing, case.target_spacing,
