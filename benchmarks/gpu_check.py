@@ -16,8 +16,10 @@ when the time budget is spent are marked skipped; `--rows` reruns a selection):
 - forward <side>: backbone forward of ViT-B/16 (eval, bf16 autocast) at 224, 512 and 896.
 - pretrain: one stage-1 iteration of ViT-B/16 (2 global 256 + 8 local 112 crops, DINO + iBOT +
   KoLeo heads, EMA teacher) at the per-GPU batch of the DINOv3 ViT-B recipe (64).
-- predict: `meddinov3 predict` of a 512 x 512 x 100 CT volume at 2d_896 (nnU-Net's preprocessing,
-  sliding window with mirroring, export), in seconds; the network must run in bf16.
+- predict: `meddinov3 predict` of a 512 x 512 x 100 CT volume at 2d_896 (preprocessing, sliding
+  window, export), with test-time mirroring and with --no-mirroring, in seconds per volume (model
+  loading included); the network must run in bf16 and see every slice (four times mirrored).
+  Goal figures (issue 20): <= 5 s with mirroring, <= 2.5 s without, on an H200.
 MFU: model FLOPs (torch.utils.flop_counter.FlopCounterMode over one eager forward + backward, or
 forward for the forward rows) per second over the card's dense bf16/fp16 peak (`--peak-tflops`
 for cards not in PEAK_TFLOPS; none on CPUs). Goal figures (issue 12): MFU >= 45% for the bf16
@@ -45,6 +47,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_predict import Volume, timed_predict  # noqa: E402
 from bench_pretrain import multicrop_batches, pretrain_config  # noqa: E402
 from bench_segmentation import TINY, measure_train_steps, network_spec, synchronize  # noqa: E402
 
@@ -238,38 +241,17 @@ def pretrain_row(sizes: Sizes, device: torch.device, check: Check) -> Callable[[
     return body
 
 
-def predict_row(sizes: Sizes, device: torch.device) -> Callable[[Row], None]:
+def predict_row(sizes: Sizes, device: torch.device, mirroring: bool) -> Callable[[Row], None]:
     def body(row: Row) -> None:
-        from meddinov3.nnunet.prediction import predict
-        from meddinov3.nnunet.standalone import save_model_folder, standalone_trainer, use_nnunet_folders
-        from meddinov3.synth.toy_dataset import SyntheticDatasetSpec, write_synthetic_dataset
-        from meddinov3.segmentation import MedDINOv3Segmenter
-
-        root = use_nnunet_folders(tempfile.mkdtemp(prefix="meddinov3_gpu_check_"))
-        volume = SyntheticDatasetSpec(num_training=0, num_test=1, shape_zyx=sizes.volume_zyx,
-                                      spacing_zyx=sizes.volume_spacing_zyx)
-        image = write_synthetic_dataset(root / "volume", volume) / "imagesTs" / "case000_0000.nii.gz"
-        # 2d_<side>'s spacing: the volume's in-plane pixels (512, or 64) become <side> pixels.
-        side = sizes.train_side
-        spacing = [s * sizes.volume_zyx[1] / side for s in sizes.volume_spacing_zyx[1:]]
-        spec = network_spec("meddinov3_vitb16", True, "bf16", **sizes.backbone)
-        trainer = standalone_trainer(spec, (side, side), NUM_CLASSES, 1, torch.device("cpu"), False, spacing)
-        model = save_model_folder(trainer)
-        dtypes: set[torch.dtype] = set()
-
-        def record(module: torch.nn.Module, args, output) -> None:
-            if isinstance(module, MedDINOv3Segmenter):
-                dtypes.add(output.dtype)
-
-        hook = torch.nn.modules.module.register_module_forward_hook(record)
-        try:
-            start = time.perf_counter()
-            written = predict(image, root / "out", model, device=device.type, show_progress=False)
-            seconds = time.perf_counter() - start
-        finally:
-            hook.remove()
-        if not written[0].is_file() or dtypes != {torch.bfloat16}:
-            raise AssertionError(f"prediction wrote {written}, the network's outputs were {dtypes}")
+        volume = Volume(sizes.volume_zyx, sizes.volume_spacing_zyx, sizes.train_side, sizes.backbone, "bf16")
+        image, model = volume.prepare(Path(tempfile.mkdtemp(prefix="meddinov3_gpu_check_")))
+        seconds, _, network = timed_predict(image, model, model.parent / "out", device, mirroring)
+        if network.dtypes != {torch.bfloat16}:
+            raise AssertionError(f"the network's outputs were {network.dtypes}, expected bfloat16")
+        # One 2D tile per slice; with mirroring each also flipped along y, x and both.
+        expected = sizes.volume_zyx[0] * (4 if mirroring else 1)
+        if network.images != expected:
+            raise AssertionError(f"the network saw {network.images} images, expected {expected}")
         row.rate = f"{seconds:.1f} s/volume"
 
     return body
@@ -310,7 +292,8 @@ def main() -> int:
         "train": [("train step", f"{side}, batch {batch}, bf16, eager",
                    train_row(sizes, "bf16", False, device, check, batch))],
         "pretrain": [("pretrain step", f"stage 1 crops, batch {sizes.pretrain_batch}", pretrain_row(sizes, device, check))],
-        "predict": [("predict", f"{zyx} volume at 2d_{side}, mirroring", predict_row(sizes, device))],
+        "predict": [("predict", f"{zyx} volume at 2d_{side}, {'mirroring' if mirroring else '--no-mirroring'}",
+                     predict_row(sizes, device, mirroring)) for mirroring in (True, False)],
         "compiled": [("train step", f"{side}, batch {batch}, {precision}, compiled",
                       train_row(sizes, precision, True, device, check, batch)) for precision in ("bf16", "fp16")],
     }

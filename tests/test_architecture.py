@@ -38,14 +38,16 @@ FLOOR_PLAN = {
     # the backbone
     "images": 2, "datasets": 2, "folders": 2, "cli_errors": 2, "backbone": 2,
     # 3: what reads a dataset or a backbone: networks, scoring, conversion, curation, synthetic CT,
-    # feature maps; the package's front door (`meddinov3.load_backbone`)
-    "segmentation": 3, "evaluation": 3, "convert": 3, "curate": 3, "synth": 3, "viz": 3, "meddinov3": 3,
+    # feature maps
+    "segmentation": 3, "evaluation": 3, "convert": 3, "curate": 3, "synth": 3, "viz": 3,
     # 4: the baseline networks; the linear probe
     "baselines": 4, "probe": 4,
     # 5: training: fine-tuning inside nnU-Net, pretraining
     "nnunet": 5, "pretrain": 5,
     # 6: whole pipelines: the demo, the paper's comparison; a trained model as ONNX
     "demo": 6, "compare": 6, "export": 6,
+    # the package's front door (`meddinov3.load_backbone`, `meddinov3.Segmenter`)
+    "meddinov3": 6,
     # 7: the command line
     "cli": 7,
 }

@@ -5,7 +5,6 @@ runs the real client against a local Hub server (tests/hub_fakes.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import FIXTURES, load_fixture
+from conftest import FIXTURES
 from meddinov3.backbone import BackboneConfig, CheckpointError, PRESETS, build_backbone, load_backbone
 from meddinov3.backbone.checkpoints import infer_config
 from meddinov3.backbone.config import ROPE_DTYPES

@@ -9,8 +9,6 @@ gammas are 0.1-1 (randomly initialised blocks would scale attention, and RoPE wi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ from conftest import BF16_ROPE_TOL, FIXTURES, relative_error
 from meddinov3.export.metadata import METADATA_KEY, read_metadata
 from meddinov3.export.onnx_file import OPSET, export_onnx
 from meddinov3.nnunet.model_folder import load_trained_model
-from meddinov3.nnunet.paths import NnUNetSetupError
 
 PATCH = (64, 48)
 NUM_CLASSES = 3

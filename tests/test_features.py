@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from typer.testing import CliRunner
 
 from conftest import FIXTURES

@@ -13,7 +13,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from conftest import FIXTURES
 from unit_trainers import initialized_trainer, plans_with, unit_plans
-from meddinov3.backbone import build_backbone, load_backbone
+from meddinov3.backbone import load_backbone
 from meddinov3.nnunet.checkpoints import AtomicCheckpoints
 from meddinov3.nnunet.methods import METHODS
 from meddinov3.nnunet.spec import build_spec

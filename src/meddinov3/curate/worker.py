@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import numpy as np
 
 from meddinov3.curate.config import CurateConfig
 from meddinov3.curate.reading import UnreadableSource, Volume, read_volume

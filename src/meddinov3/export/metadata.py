@@ -10,10 +10,10 @@ test-time mirroring axes). The formulas restate nnU-Net v2's `default_normalizat
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import meddinov3
 from meddinov3.nnunet.model_folder import TrainedModel
 
 METADATA_KEY = "meddinov3"
@@ -101,7 +101,7 @@ def export_metadata(model: TrainedModel, fold: int | str) -> dict[str, Any]:
     config, plans = model.configuration_manager, model.plans_manager
     return {
         "format": FORMAT,
-        "exported_by": f"meddinov3 {meddinov3.__version__}",
+        "exported_by": f"meddinov3 {version('meddinov3')}",
         "model": {
             "dataset": plans.dataset_name,
             "plans": plans.plans_name,

@@ -5,7 +5,9 @@ nnU-Net trainer module (one needs timm) and unpickles checkpoints with `weights_
 Here the network and weights come from `model_folder.load_trained_model` (rebuilt from the
 folder's plans by the trainer's own static builder, checkpoints read with `weights_only=True`),
 and the predictor is set up with `manual_initialization`. Preprocessing, sliding-window
-inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's.
+inference (Gaussian weighting, mirroring) and export back to the input geometry are nnU-Net's
+steps, run on the prediction device by `meddinov3.nnunet.inference` (shared with
+`meddinov3.Segmenter`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -166,21 +168,10 @@ def prediction_precision(predictor: Any, requested: str | None = None) -> str | 
         return default_precision(predictor.device)
 
 
-def _segment_case(predictor: Any, case: Case, output: Path, precision: str | None) -> None:
-    import torch
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    from meddinov3.precision import around_nnunet
-
-    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-    data, _, properties = preprocessor.run_case(
-        case.files, None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
-    )
-    with around_nnunet(precision, predictor.device) if precision else nullcontext():
-        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
-    segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, predictor.plans_manager, predictor.configuration_manager, predictor.label_manager, properties
-    )
+def _segment_case(case_predictor: Any, case: Case, output: Path) -> None:
+    predictor = case_predictor.predictor
+    data, properties = predictor.plans_manager.image_reader_writer_class().read_images(case.files)
+    segmentation = case_predictor.labels(data, properties["spacing"])
     partial = output.with_name(f".partial_{output.name}")
     predictor.plans_manager.image_reader_writer_class().write_seg(segmentation, str(partial), properties)
     os.replace(partial, output)
@@ -227,15 +218,18 @@ def predict(
         todo = [case for case in cases if overwrite or not (out / f"{case.name}{ending}").exists()]
         check_inputs(todo)
         if todo:
+            from meddinov3.nnunet.inference import CasePredictor
+
             predictor = load_predictor(model_dir, folds, checkpoint_name, device, tile_step_size, use_mirroring)
             precision = prediction_precision(predictor, precision)
             print(f"predicting on {predictor.device.type} ({precision or 'nnU-Net default precision'})")
+            case_predictor = CasePredictor(predictor, precision)
         # With overwrite, an earlier label map stays only as *.stale until its case is redone.
         mark_stale(out, [f"{case.name}{ending}" for case in todo])
         progress = stack.enter_context(Progress(disable=not show_progress))
         task = progress.add_task("segmenting", total=len(todo))
         for case in todo:
-            _segment_case(predictor, case, out / f"{case.name}{ending}", precision)
+            _segment_case(case_predictor, case, out / f"{case.name}{ending}")
             (out / f"{case.name}{ending}{STALE_SUFFIX}").unlink(missing_ok=True)
             progress.advance(task)
     return [out / f"{case.name}{ending}" for case in cases]

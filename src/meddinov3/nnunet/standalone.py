@@ -126,6 +126,8 @@ def save_model_folder(trainer: Any) -> Path:
     """Write the trainer as a trained model folder (plans.json, dataset.json, fold_0's final
     checkpoint by nnU-Net's own writer); returns the folder `meddinov3 predict -m` takes."""
     folder = Path(trainer.output_folder_base)
+    # Training sets the test-time mirroring axes when it starts; the checkpoint records them.
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     (folder / "plans.json").write_text(json.dumps(trainer.plans_manager.plans, indent=2), encoding="utf-8")
     (folder / "dataset.json").write_text(json.dumps(trainer.dataset_json, indent=2), encoding="utf-8")
     trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))

@@ -44,7 +44,6 @@ from meddinov3.nnunet.spec import (
     recorded_spec,
     spec_in_plans,
 )
-from meddinov3.precision import around_nnunet, autocast, resolve_precision
 
 
 class RecipeTrainer(AtomicCheckpoints, nnUNetTrainer):
