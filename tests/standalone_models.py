@@ -69,7 +69,7 @@ def unet_3d_model_folder(root: Path, monkeypatch: pytest.MonkeyPatch, patch: tup
                          spacing: tuple[float, float, float]) -> Path:
     """A 3d_fullres model folder of nnU-Net's own trainer (the `nnunet` method) with random weights."""
     from meddinov3.nnunet.standalone import DATASET_NAME, standalone_dataset_json, standalone_plans
-    from meddinov3.nnunet.trainers import trainer_class
+    from meddinov3.nnunet.trainer_classes import trainer_class
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_compile"):
         monkeypatch.setenv(name, "false" if name == "nnUNet_compile" else "")  # restored after the test

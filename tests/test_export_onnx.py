@@ -36,7 +36,7 @@ def write_model_folder(root: Path, method: str, weights: Path | None = None) -> 
     from meddinov3.nnunet.methods import METHODS
     from meddinov3.nnunet.spec import WEIGHTS_ENV, build_spec
     from meddinov3.nnunet.standalone import DATASET_NAME, save_model_folder, standalone_trainer, use_nnunet_folders
-    from meddinov3.nnunet.trainers import trainer_class
+    from meddinov3.nnunet.trainer_classes import trainer_class
     from unit_trainers import initialized_trainer, unit_plans
 
     with pytest.MonkeyPatch.context() as patch:
