@@ -9,6 +9,7 @@ import math
 
 import matplotlib.image
 import pytest
+from nnunetv2.utilities.crossval_split import generate_crossval_split
 from typer.testing import CliRunner
 
 from baseline_workspace import CONFIGURATION, QUICK_TRAINING, baseline_workspace
@@ -97,6 +98,9 @@ def test_subsets_train_on_their_own_splits_entries_and_reruns_reuse_them(workspa
     splits = json.loads(splits_path.read_text())
     if before is not None:
         assert splits[: len(before)] == before  # the user's folds keep their cases
+    # Folds 0-4 are nnU-Net's own 5-fold split, whoever wrote the file first.
+    cases = sorted(p.name.removesuffix("_0000.nii.gz") for p in (workspace.raw / "imagesTr").iterdir())
+    assert splits[:5] == generate_crossval_split(cases, seed=12345, n_splits=5)
     recorded = json.loads(outputs.subsets.read_text())
     train, held_out = sorted(splits[0]["train"]), sorted(splits[0]["val"])
     assert (recorded["training_cases"], recorded["held_out_cases"]) == (train, held_out)
@@ -121,7 +125,7 @@ def test_subsets_train_on_their_own_splits_entries_and_reruns_reuse_them(workspa
     for row, scored in zip(rows, outputs.rows):
         summary = json.loads((tmp_path / f"train_{row['train_cases']}" / row["method"] / "evaluation_summary.json").read_text())
         assert float(row["dsc"]) == pytest.approx(100 * summary["mean_over_labels"]["dice"], abs=1e-4)
-        assert scored.scores.n_cases == len(held_out)
+        assert scored.scores.n_cases == len(held_out) and set(scored.case_dsc) == set(held_out)
     text = outputs.markdown.read_text()
     assert "| nnU-Net | 1 |" in text and "| SegFormer | 2 |" in text
     image = matplotlib.image.imread(outputs.plot)

@@ -97,7 +97,7 @@ def compare(
     )
 
     def report(line: str) -> None:
-        errors.print(line, highlight=False)
+        errors.print(line, highlight=False, soft_wrap=True)
 
     with errors_as_one_line(ComparisonError, EvaluationError, NnUNetSetupError, ValueError, console=errors):
         if train_cases is not None:
@@ -107,9 +107,9 @@ def compare(
             efficiency = run_label_efficiency(job, parse_counts(train_cases), seed, report=report)
             typer.echo(efficiency.markdown.read_text(encoding="utf-8"))
             for path in (efficiency.subsets, efficiency.markdown, efficiency.csv, efficiency.plot):
-                errors.print(f"wrote {path}", highlight=False)
+                errors.print(f"wrote {path}", highlight=False, soft_wrap=True)
             return
         outputs = run_comparison(job, report=report)
     typer.echo(outputs.markdown.read_text(encoding="utf-8"))
     for path in (outputs.markdown, outputs.csv, outputs.plot, outputs.recipes):
-        errors.print(f"wrote {path}", highlight=False)
+        errors.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -40,7 +40,7 @@ def efficiency_figure(context: EfficiencyContext, rows: Sequence[SubsetScores], 
         ax.set_ylabel("DSC (%), mean over classes")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
         ax.set_title(
             f"{context.dataset}, fold {context.fold}: {rows[0].scores.n_cases} held-out cases"
             " (band: interquartile range over cases)",

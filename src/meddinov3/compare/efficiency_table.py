@@ -22,6 +22,7 @@ class SubsetScores:
     scores: MethodScores
     dsc_spread: Spread
     nsd_spread: Spread
+    case_dsc: dict[str, float]  # held-out case -> its mean DSC over classes (%), for paired comparisons
 
     @property
     def method(self) -> str:

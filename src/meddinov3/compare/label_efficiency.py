@@ -24,7 +24,7 @@ from meddinov3.compare.efficiency_table import EfficiencyContext, SubsetScores, 
 from meddinov3.compare.paper import paper_table
 from meddinov3.compare.results import ComparisonError
 from meddinov3.compare.runner import ComparisonJob, ComparisonRunner, link_references
-from meddinov3.compare.spread import case_spread
+from meddinov3.compare.spread import PER_CASE_CSV, per_case_means, spread_of
 from meddinov3.compare.subset_folds import (
     claim_fold_folder,
     ensure_crossval_split,
@@ -127,8 +127,9 @@ class LabelEfficiencyRunner:
                 claim_fold_folder(runner.fold_folder(method), run.subset.cases, self.held_out)
             folder = runner.ensure_trained(method)
             scores = runner.evaluate(method, folder, references)
-            evaluation = runner.output / method.name
-            rows.append(SubsetScores(run.subset, scores, case_spread(evaluation, "dice"), case_spread(evaluation, "nsd")))
+            per_case = runner.output / method.name / PER_CASE_CSV
+            dsc, nsd = per_case_means(per_case, "dice"), per_case_means(per_case, "nsd")
+            rows.append(SubsetScores(run.subset, scores, spread_of(dsc), spread_of(nsd), dsc))
         return rows
 
     def run(self) -> LabelEfficiencyOutputs:

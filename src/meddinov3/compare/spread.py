@@ -51,7 +51,3 @@ def spread_of(means: dict[str, float]) -> Spread:
     q25, q75 = np.percentile(defined, [25, 75])
     std = float(defined.std(ddof=1)) if defined.size > 1 else math.nan
     return Spread(len(means), std, float(q25), float(q75))
-
-
-def case_spread(evaluation_folder: Path, metric: str) -> Spread:
-    return spread_of(per_case_means(Path(evaluation_folder) / PER_CASE_CSV, metric))
