@@ -112,7 +112,7 @@ def main() -> None:
         print(f"{args.slices} x {args.side} x {args.side} int16 CT, one thread\n")
         print(f"{'step':<70} {'ms':>8}")
         for name, seconds in costs(original, args.index_volumes, args.repeats):
-            print(f"{name:<70} {1000 * seconds:>8.1f}")
+            print(f"{name:<70} {1000 * seconds:>8.2f}")
         reference = digests_of(original)
         index = ExclusionIndex([{"dataset": "Bench", "images": [{"case": "case", "file": "case_0000.nii.gz",
                                                                   "digests": reference}]}])

@@ -177,6 +177,10 @@ def test_exclude_names_datasets_by_id_and_refuses_what_is_not_one(setup, tmp_pat
     result = CliRunner().invoke(app, ["curate", str(sources), "-o", str(tmp_path / "c"), "--exclude", "555"])
     assert result.exit_code == 0, result.output
     assert len(SliceCorpus(tmp_path / "c").records) == len(others)
+    # Exclusion applies to the run that asks for it; a later run without it says what it lets in.
+    result = CliRunner().invoke(app, ["curate", str(sources), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0 and "an earlier run kept" in result.output and "Dataset555_Bench" in result.output
+    assert len(SliceCorpus(tmp_path / "c").records) == len(others) + len(copies)
     result = CliRunner().invoke(app, ["curate", str(sources), "-o", str(tmp_path / "d"), "--exclude", str(sources)])
     assert result.exit_code == 1 and "dataset.json not found" in result.output
     result = CliRunner().invoke(app, ["curate", "--check", str(tmp_path / "c")])
