@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from meddinov3.compare.results import MethodScores
 from meddinov3.compare.spread import Spread
 from meddinov3.compare.subsets import Subset
-from meddinov3.compare.table import check_comparable, fmt
+from meddinov3.compare.table import check_comparable
+
+UNDEFINED = "n/a"  # a std of one case, a metric no case defines (ASCII: printed under any locale)
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,13 @@ class EfficiencyContext:
     n_training_cases: int  # the fold's, all of them
 
 
+def fmt(value: float) -> str:
+    return UNDEFINED if math.isnan(value) else f"{value:.2f}"
+
+
 def _range(spread: Spread) -> str:
     if math.isnan(spread.q25):
-        return fmt(None)
+        return UNDEFINED
     return f"{spread.q25:.2f}-{spread.q75:.2f}"
 
 
