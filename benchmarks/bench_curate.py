@@ -46,6 +46,7 @@ def make_inputs(folder: Path, volumes: int, slices: int, side: int) -> float:
 def stage_times(path: Path) -> dict[str, float]:
     """Seconds per stage for one volume, single-threaded."""
     from meddinov3.curate.config import CurateConfig
+    from meddinov3.curate.fingerprint import slice_digests
     from meddinov3.curate.reading import read_volume
     from meddinov3.curate.screening import reject_reason
     from meddinov3.curate.slices import write_slices
@@ -61,6 +62,9 @@ def stage_times(path: Path) -> dict[str, float]:
         start = time.perf_counter()
         assert reject_reason(volume, True) is None
         times["HU screening"] = time.perf_counter() - start
+        start = time.perf_counter()
+        slice_digests(volume.voxels)
+        times["slice digests (for --exclude/--check)"] = time.perf_counter() - start
         out = np.empty((volume.voxels.shape[0], config.size, config.size), np.int16)
         start = time.perf_counter()
         write_slices(volume.voxels, volume.spacing_xyz[:2], out, config.spacing_mm, config.size,

@@ -49,6 +49,13 @@ def compare(
         None, "--num-processes", min=0, help="nnU-Net data augmentation workers (0: in the main process)."
     ),
     progress: bool = typer.Option(True, help="Show training progress bars."),
+    train_cases: Optional[str] = typer.Option(
+        None, "--train-cases", help="Label efficiency: train every method on nested subsets of the fold's "
+        "training cases, e.g. 1,2,5,all (numbers of labelled cases; all = the whole fold), scored on the "
+        "same held-out cases; writes label_efficiency.md/.csv/.png and subsets.json "
+        "(default folder: $nnUNet_results/<dataset>/label_efficiency_fold<k>)."
+    ),
+    seed: int = typer.Option(0, help="Seed that draws the --train-cases subsets (the same for every method)."),
 ) -> None:
     """Train (or reuse) each method on a fold, score its held-out cases, tabulate and plot them.
 
@@ -58,6 +65,8 @@ def compare(
     recipe as it trained (optimiser, learning rates, weight decay, betas or momentum, schedule,
     precision, batch, patch, recipe switch) in comparison.md and training_recipes.json.
     Finished trainings and evaluations are reused; interrupted trainings resume.
+    With --train-cases, the label-efficiency table and plot instead: DSC and NSD per method and
+    number of labelled training cases, with their spread over the held-out cases.
     """
     from meddinov3.nnunet.paths import set_process_counts
 
@@ -83,8 +92,21 @@ def compare(
         eval_workers=workers,
         show_progress=progress,
     )
+
+    def report(line: str) -> None:
+        errors.print(line, highlight=False, soft_wrap=True)
+
     with errors_as_one_line(ValueError, console=errors):
-        outputs = run_comparison(job, report=lambda line: errors.print(line, highlight=False))
+        if train_cases is not None:
+            from meddinov3.compare.label_efficiency import run_label_efficiency
+            from meddinov3.compare.subsets import parse_counts
+
+            efficiency = run_label_efficiency(job, parse_counts(train_cases), seed, report=report)
+            typer.echo(efficiency.markdown.read_text(encoding="utf-8"))
+            for path in (efficiency.subsets, efficiency.markdown, efficiency.csv, efficiency.plot):
+                errors.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            return
+        outputs = run_comparison(job, report=report)
     typer.echo(outputs.markdown.read_text(encoding="utf-8"))
     for path in (outputs.markdown, outputs.csv, outputs.plot, outputs.recipes):
-        errors.print(f"wrote {path}", highlight=False)
+        errors.print(f"wrote {path}", highlight=False, soft_wrap=True)

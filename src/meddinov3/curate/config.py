@@ -27,6 +27,8 @@ class CurateConfig:
     check_ct: bool = True
     # Slices interpolated together; bounds the float32 working memory of one worker.
     chunk_slices: int = 16
+    # nnU-Net raw dataset folders whose cases (imagesTr, imagesTs) are left out (see exclusion.py).
+    exclude: tuple[str, ...] = ()
 
     def geometry(self) -> dict[str, Any]:
         """The part of the config that defines what a stored slice means."""

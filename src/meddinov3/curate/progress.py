@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from meddinov3.curate.benchmarks import EXCLUSIONS_FOLDER
 from meddinov3.curate.config import CurateConfig
+from meddinov3.curate.exclusion import prepare_exclusions
 from meddinov3.curate.runner import CurationSummary, curate
 from meddinov3.curate.shards import SKIPPED_FILE, ShardStore
 from meddinov3.curate.sources import discover
@@ -21,7 +25,7 @@ def summary_table(summary: CurationSummary, out: str) -> Table:
     table.add_column("")
     table.add_column("volumes", justify="right")
     table.add_column("slices", justify="right")
-    for status in ("curated", "reused", "skipped", "failed"):
+    for status in ("curated", "reused", "excluded", "skipped", "failed"):
         table.add_row(status, str(summary.count(status)), str(summary.slices(status)))
     table.add_row("corpus total", str(summary.corpus_volumes), str(summary.corpus_slices))
     rate = summary.slices("curated") / max(summary.seconds, 1e-9)
@@ -35,9 +39,27 @@ def print_problems(console: Console, summary: CurationSummary, out: str) -> None
         console.print(f"[yellow]{outcome.status}[/] {escape(outcome.source)}: {escape(outcome.reason)}", soft_wrap=True)
     if len(problems) > SHOWN_PROBLEMS:
         console.print(f"... {len(problems) - SHOWN_PROBLEMS} more")
+    excluded = summary.count("excluded")
+    if excluded:
+        console.print(
+            f"{excluded} source(s) left out as benchmark cases (dataset and case in {out}/{SKIPPED_FILE})",
+            soft_wrap=True,
+        )
     if problems:
         console.print(f"skipped sources are listed in {out}/{SKIPPED_FILE}; failed ones are "
                       "retried by the next run")
+
+
+def warn_about_dropped_exclusions(console: Console, out: str, config: CurateConfig) -> None:
+    """Exclusion applies to the run that asks for it: say so when an earlier run excluded more."""
+    earlier = {path.stem for path in (Path(out) / EXCLUSIONS_FOLDER).glob("*.json")}
+    dropped = sorted(earlier - {Path(folder).name for folder in config.exclude})
+    if dropped:
+        console.print(
+            f"[yellow]note[/]: an earlier run kept {out} clear of {', '.join(dropped)}; this one does not"
+            " exclude it, so its cases among these sources are curated (pass --exclude again to keep them out)",
+            soft_wrap=True,
+        )
 
 
 def run_with_progress(
@@ -46,6 +68,10 @@ def run_with_progress(
     console = Console(stderr=True)
     with console.status("finding volumes..."):
         sources = discover(inputs)
+    if config.exclude:
+        with console.status("fingerprinting the benchmark cases to exclude..."):
+            prepare_exclusions(out, config.exclude, workers)
+    warn_about_dropped_exclusions(console, out, config)
     columns = (
         TextColumn("[bold]curate"), BarColumn(), MofNCompleteColumn(),
         TextColumn("volumes | {task.fields[slices]} slices | {task.fields[skipped]} skipped"),
@@ -57,7 +83,7 @@ def run_with_progress(
 
         def advance(outcome: Outcome) -> None:
             counts["slices"] += outcome.n_slices
-            counts["skipped"] += outcome.status in ("skipped", "failed")
+            counts["skipped"] += outcome.status in ("skipped", "excluded", "failed")
             bar.update(task, advance=1, **counts)
 
         summary = curate(sources, ShardStore(out, config), workers, retry_skipped, advance)

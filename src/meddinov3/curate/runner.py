@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from meddinov3.curate.config import CurateConfig
+from meddinov3.curate.exclusion import prepare_exclusions, stored_index
 from meddinov3.curate.shards import ShardStore
 from meddinov3.curate.sources import Source, discover
-from meddinov3.curate.worker import Outcome, curate_in_worker, curate_source, single_threaded
+from meddinov3.curate.worker import DIGESTS, Outcome, curate_in_worker, curate_source, single_threaded
 
 TASKS_PER_WORKER = 2
 
@@ -105,6 +106,24 @@ def run_pool(
             report(run_isolated(suspect, store, retry_skipped))
 
 
+def exclude_earlier_shards(store: ShardStore, processed: set[str]) -> list[Outcome]:
+    """Shards that earlier runs curated from other inputs, checked by their recorded digests against
+    this run's exclusions, so that no run with --exclude leaves a benchmark case in the corpus
+    (shards curated before digests were recorded are left to `curate --check`)."""
+    index = stored_index(store.root, store.config.exclude)
+    if index is None:
+        return []
+    outcomes = []
+    for record in list(store.committed_records()):
+        if record["source"] in processed or record.get(DIGESTS) is None:
+            continue
+        match = index.match(record[DIGESTS])
+        if match is not None:
+            store.drop_committed(record, match.reason(), digests=record[DIGESTS], match=match.to_dict())
+            outcomes.append(Outcome(record["source"], "excluded", reason=match.reason()))
+    return outcomes
+
+
 def curate(
     sources: list[Source],
     store: ShardStore,
@@ -123,10 +142,13 @@ def curate(
     start = time.perf_counter()
     with store.lock():
         store.prepare()
+        prepare_exclusions(store.root, store.config.exclude, workers)
         if workers <= 1:
             run_inline(sources, store, retry_skipped, report)
         else:
             run_pool(sources, store, workers, retry_skipped, report)
+        for outcome in exclude_earlier_shards(store, {source.uid for source in sources}):
+            report(outcome)
         summary.corpus_volumes, summary.corpus_slices = store.write_index()
     summary.seconds = time.perf_counter() - start
     return summary

@@ -3,7 +3,8 @@
     CORPUS/
       corpus.json               geometry (spacing, size, pad value, format version)
       manifest.jsonl            one line per volume, sorted by source: the corpus index
-      skipped.jsonl             sources not curated, with the reason
+      skipped.jsonl             sources not curated, with the reason (and the benchmark case matched)
+      exclusions/<dataset>.json fingerprints of the benchmark cases left out (`--exclude`)
       shards/ab/<key>.npy       (N, size, size) int16 HU, one per source volume
       shards/ab/<key>.json      that shard's record: its commit marker
       shards/ab/<key>.skip.json a skipped source's reason (so reruns do not re-read it)
@@ -147,13 +148,14 @@ class ShardStore:
             return None
         return record
 
-    def cached_skip(self, source: Source) -> str | None:
+    def cached_skip(self, source: Source) -> dict[str, Any] | None:
+        """An earlier run's skip record of the unchanged source (reason, and match if it was excluded)."""
         skip = read_json(self.skip_path(source))
         if skip is None or skip.get("fingerprint") != source.fingerprint():
             return None
         if skip.get("check_ct") != self.config.check_ct:  # the verdict may change
             return None
-        return skip.get("reason")
+        return skip
 
     def open_partial_shard(self, source: Source, n_slices: int) -> tuple[Path, np.memmap]:
         final = self.npy_path(source)
@@ -170,14 +172,25 @@ class ShardStore:
         write_text_atomically(self.record_path(source), json.dumps(record) + "\n")
         self.skip_path(source).unlink(missing_ok=True)
 
-    def record_skip(self, source: Source, reason: str) -> None:
+    def record_skip(self, source: Source, reason: str, **details: Any) -> None:
+        """`details`: what else the verdict rests on (an excluded source's digests and match)."""
         self.shard_dir(source).mkdir(parents=True, exist_ok=True)
         skip = {"source": source.uid, "reason": reason, "fingerprint": source.fingerprint(),
-                "check_ct": self.config.check_ct}
+                "check_ct": self.config.check_ct, **details}
         write_text_atomically(self.skip_path(source), json.dumps(skip) + "\n")
         # A source that changed and now fails must not keep serving its old slices.
         self.record_path(source).unlink(missing_ok=True)
         self.npy_path(source).unlink(missing_ok=True)
+
+    def drop_committed(self, record: dict[str, Any], reason: str, **details: Any) -> None:
+        """Turn a committed shard of any earlier run into a recorded skip, from its record alone
+        (its source may be gone); a rerun on the unchanged source finds the skip."""
+        npy = self.root / record["shard"]
+        skip = {"source": record["source"], "reason": reason, "fingerprint": record["fingerprint"],
+                "check_ct": self.config.check_ct, **details}
+        write_text_atomically(npy.with_suffix(".skip.json"), json.dumps(skip) + "\n")
+        npy.with_suffix(".json").unlink(missing_ok=True)
+        npy.unlink(missing_ok=True)
 
     # Corpus index ---------------------------------------------------------------------------
     def committed_records(self) -> Iterator[dict[str, Any]]:
@@ -201,7 +214,8 @@ class ShardStore:
         )
         skips = [read_json(p) for p in self.root.glob("shards/*/*.skip.json")]
         lines = sorted(
-            json.dumps({"source": s["source"], "reason": s["reason"]}) + "\n" for s in skips if s
+            json.dumps({"source": s["source"], "reason": s["reason"], **s.get("match", {})}) + "\n"
+            for s in skips if s
         )
         write_text_if_changed(self.root / SKIPPED_FILE, "".join(lines))
         return len(records), sum(r["n_slices"] for r in records)

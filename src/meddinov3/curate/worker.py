@@ -1,7 +1,8 @@
 """Curate one source into one shard; runs inside a worker process.
 
 Every expected failure (unreadable file, not a volume, not CT) becomes a recorded skip with its
-reason; only a crash of the process itself escapes, and the runner handles that.
+reason, and so does a benchmark case of an excluded dataset (with the case it matches); only a
+crash of the process itself escapes, and the runner handles that.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from typing import Any, Iterator
 
 
 from meddinov3.curate.config import CurateConfig
+from meddinov3.curate.exclusion import ExclusionIndex, Match, stored_index
+from meddinov3.curate.fingerprint import slice_digests
 from meddinov3.curate.reading import UnreadableSource, Volume, read_volume
 from meddinov3.curate.screening import reject_reason
 from meddinov3.curate.shards import ShardStore
 from meddinov3.curate.slices import SliceGeometry, write_slices
 from meddinov3.curate.sources import Source
 
+DIGESTS = "voxel_digests"  # per-slice content fingerprints in a shard record (see fingerprint.py)
+
 
 @dataclass(frozen=True)
 class Outcome:
     source: str
-    status: str  # "curated" | "reused" | "skipped" (recorded) | "failed" (retried next run)
+    # "curated" | "reused" | "skipped" (recorded) | "excluded" (a benchmark case, recorded as skipped)
+    # | "failed" (retried next run)
+    status: str
     n_slices: int = 0
     reason: str = ""
 
@@ -80,7 +87,7 @@ def shard_record(
     }
 
 
-def curate_volume(source: Source, store: ShardStore, volume: Volume) -> Outcome:
+def curate_volume(source: Source, store: ShardStore, volume: Volume, digests: list[str | None]) -> Outcome:
     config = store.config
     tmp, out = store.open_partial_shard(source, volume.voxels.shape[0])
     in_plane = None if volume.spacing_xyz is None else volume.spacing_xyz[:2]
@@ -90,25 +97,63 @@ def curate_volume(source: Source, store: ShardStore, volume: Volume) -> Outcome:
     )
     hu_range = (int(out.min()), int(out.max())) if out.size else (0, 0)
     record = shard_record(source, store, volume, geometry, hu_range)
+    record[DIGESTS] = digests  # what `curate --check` compares with benchmark cases later
     store.commit(source, tmp, out, record)
     return Outcome(source.uid, "curated", record["n_slices"])
 
 
-def curate_source(source: Source, store: ShardStore, retry_skipped: bool = False) -> Outcome:
-    record = store.finished_record(source)
-    if record is not None:
-        return Outcome(source.uid, "reused", record["n_slices"])
-    reason = None if retry_skipped else store.cached_skip(source)
-    if reason is None:
-        try:
-            volume = read_volume(source, store.config.size)
-            reason = reject_reason(volume, store.config.check_ct)
-        except UnreadableSource as error:
-            reason = str(error)
-        if reason is None:
-            return curate_volume(source, store, volume)
-        store.record_skip(source, reason)
+def skip(source: Source, store: ShardStore, reason: str) -> Outcome:
+    store.record_skip(source, reason)
     return Outcome(source.uid, "skipped", reason=reason)
+
+
+def exclude(source: Source, store: ShardStore, digests: list[str | None], match: Match) -> Outcome:
+    """Leave out a benchmark case (its shard too, if an earlier run curated it) and say which it is."""
+    store.record_skip(source, match.reason(), digests=digests, match=match.to_dict())
+    return Outcome(source.uid, "excluded", reason=match.reason())
+
+
+def earlier_verdict(
+    source: Source, store: ShardStore, index: ExclusionIndex | None, retry_skipped: bool
+) -> Outcome | None:
+    """What an earlier run decided about the unchanged source, checked against today's exclusions;
+    None when the source must be read."""
+    record = store.finished_record(source)
+    if record is not None and (index is None or DIGESTS in record):
+        match = index.match(record[DIGESTS]) if index is not None else None
+        if match is None:
+            return Outcome(source.uid, "reused", record["n_slices"])
+        return exclude(source, store, record[DIGESTS], match)
+    earlier = None if retry_skipped else store.cached_skip(source)
+    if earlier is None:
+        return None
+    if "digests" not in earlier:  # skipped for what it is (unreadable, not CT), not as a benchmark case
+        return Outcome(source.uid, "skipped", reason=earlier["reason"])
+    match = index.match(earlier["digests"]) if index is not None else None
+    if match is None:
+        return None  # no longer excluded: curate it
+    if match.to_dict() != earlier.get("match"):
+        return exclude(source, store, earlier["digests"], match)
+    return Outcome(source.uid, "excluded", reason=match.reason())
+
+
+def curate_source(source: Source, store: ShardStore, retry_skipped: bool = False) -> Outcome:
+    index = stored_index(store.root, store.config.exclude)
+    earlier = earlier_verdict(source, store, index, retry_skipped)
+    if earlier is not None:
+        return earlier
+    try:
+        volume = read_volume(source, store.config.size)
+    except UnreadableSource as error:
+        return skip(source, store, str(error))
+    reason = reject_reason(volume, store.config.check_ct)
+    if reason is not None:
+        return skip(source, store, reason)
+    digests = slice_digests(volume.voxels)
+    match = index.match(digests) if index is not None else None
+    if match is not None:
+        return exclude(source, store, digests, match)
+    return curate_volume(source, store, volume, digests)
 
 
 def curate_in_worker(
