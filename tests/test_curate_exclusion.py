@@ -182,7 +182,7 @@ def test_exclude_names_datasets_by_id_and_refuses_what_is_not_one(setup, tmp_pat
     assert result.exit_code == 0 and "an earlier run kept" in result.output and "Dataset555_Bench" in result.output
     assert len(SliceCorpus(tmp_path / "c").records) == len(others) + len(copies)
     result = CliRunner().invoke(app, ["curate", str(sources), "-o", str(tmp_path / "d"), "--exclude", str(sources)])
-    assert result.exit_code == 1 and "dataset.json not found" in result.output
+    assert result.exit_code == 1 and "dataset.json: no such file" in result.output
     result = CliRunner().invoke(app, ["curate", "--check", str(tmp_path / "c")])
     assert result.exit_code == 1 and "--check needs the benchmark dataset" in result.output
 
