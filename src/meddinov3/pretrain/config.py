@@ -80,6 +80,7 @@ class MaskConfig:
     min_block: int = 4
     max_fraction: float = 0.5
 
+
 RANDOM_INIT = "random"  # model.init for a randomly initialised `model.arch`
 
 

@@ -162,7 +162,6 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
         beyond = [i for i in config.run.keep_teacher_at if i > config.optim.iterations]
         if beyond:
             log.warning("run.keep_teacher_at %s: beyond optim.iterations %d, never kept", beyond, config.optim.iterations)
-    if dist_info.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
