@@ -158,10 +158,6 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
     output = Path(config.run.output_dir)
     config.validate()  # records the learning rates trained with in config.yaml, beside the base ones
     if dist_info.is_main:
-        log.info("%s", describe_lr(config.optim))
-        beyond = [i for i in config.run.keep_teacher_at if i > config.optim.iterations]
-        if beyond:
-            log.warning("run.keep_teacher_at %s: beyond optim.iterations %d, never kept", beyond, config.optim.iterations)
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -172,6 +168,11 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
         log.info("resumed from %s at iteration %d", checkpoint, trainer.iteration)
     if dist_info.is_main:
         _trim_metrics(output / METRICS_NAME, trainer.iteration)
+        # After the models are built: a bad model.init is the only line a failed start prints.
+        log.info("%s", describe_lr(config.optim))
+        beyond = [i for i in config.run.keep_teacher_at if i > config.optim.iterations]
+        if beyond:
+            log.warning("run.keep_teacher_at %s: beyond optim.iterations %d, never kept", beyond, config.optim.iterations)
 
     total = config.optim.iterations
     end = total if config.run.stop_after is None else min(total, trainer.iteration + config.run.stop_after)
