@@ -24,6 +24,7 @@ from torch import Tensor
 
 from meddinov3.backbone.config import SWIGLU_ALIGN, BackboneConfig
 from meddinov3.backbone.errors import CheckpointError
+from meddinov3.backbone.finite import non_finite_tensor
 from meddinov3.backbone.hf import backbone_config_from_hf, from_hf_state_dict, is_hf_state_dict
 from meddinov3.backbone.presets import PRESETS
 from meddinov3.backbone.vit import DinoVisionTransformer
@@ -46,6 +47,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
     `path` may also name weights on the Hugging Face Hub (an alias, `hf://owner/name[@rev][/file]`
     or `owner/name`); they are fetched into the Hub cache first (see `hub.resolve_weights`).
+    Every tensor must be finite (see `finite.py`).
     """
     from meddinov3.backbone.hub import resolve_weights
 
@@ -53,10 +55,20 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_hf_folder(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    return _read_torch(path), {}
+        obj, metadata = _read_hf_folder(path)
+    elif path.suffix == ".safetensors":
+        obj, metadata = _read_safetensors(path)
+    else:
+        obj, metadata = _read_torch(path), {}
+    check_finite(obj, str(path))
+    return obj, metadata
+
+
+def check_finite(obj: Any, source: str) -> None:
+    """CheckpointError naming `source` and the first tensor of `obj` that is not finite."""
+    problem = non_finite_tensor(obj)
+    if problem:
+        raise CheckpointError(f"{source}: {problem}: broken weights (a training that diverged?), not used")
 
 
 def _read_torch(path: Path) -> dict[str, Any]:
@@ -263,6 +275,7 @@ def load_backbone(
     """
     if isinstance(checkpoint, Mapping):
         source, (obj, metadata) = "state dict", (checkpoint, {})
+        check_finite(obj, source)
     else:
         source = str(checkpoint)
         obj, metadata = read_checkpoint(checkpoint)

@@ -148,11 +148,11 @@ def train(config: PretrainConfig) -> TrainResult:
 def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
     corpus = build_corpus(config)  # fails early, before models are built, if there is no data
     output = Path(config.run.output_dir)
+    trainer = Pretrainer(config, device, dist_info)  # reads (and checks) model.init before any file is written
     if dist_info.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    trainer = Pretrainer(config, device, dist_info)
     checkpoint = output / CHECKPOINT_NAME
     if config.run.resume and checkpoint.exists():
         trainer.load_state_dict(load_checkpoint(checkpoint))
