@@ -11,11 +11,13 @@ version or another tool (0 bytes, cut off, another grid than its scan) is not ta
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meddinov3.capture import stderr_captured
 from meddinov3.images import ImageFileError, check_image_file, read_header, read_image
 from meddinov3.io import atomic_write
 
@@ -49,13 +51,26 @@ def readback_problem(tmp: Path, segmentation: np.ndarray, properties: dict) -> s
 
 
 def write_label_map(writer: Any, segmentation: np.ndarray, properties: dict, output: Path, ending: str) -> Path:
-    """`segmentation` written by nnU-Net's `writer` (its image reader/writer) to `output`, checked."""
-    return atomic_write(
-        output,
-        lambda tmp: writer.write_seg(segmentation, tmp, properties),
-        lambda tmp: readback_problem(tmp, segmentation, properties),
-        ending=ending,
-    )
+    """`segmentation` written by nnU-Net's `writer` (its image reader/writer) to `output`, checked.
+    What the NIfTI library prints on a failed write ("** ERROR: NWAD: wrote only ...") becomes
+    part of the error; on success it is passed on."""
+    said: list[str] = []
+
+    def write(tmp: str) -> None:
+        with stderr_captured() as captured:
+            writer.write_seg(segmentation, tmp, properties)
+        said.extend(text.strip() for text in captured if text.strip())
+
+    def check(tmp: Path) -> str | None:
+        problem = readback_problem(tmp, segmentation, properties)
+        if problem and said:
+            return f"{problem} ({' '.join(' '.join(said).split())})"
+        return problem
+
+    written = atomic_write(output, write, check, ending=ending)
+    for text in said:
+        print(text, file=sys.stderr)
+    return written
 
 
 def remove_leftovers(output: Path, ending: str) -> None:
