@@ -18,7 +18,8 @@ import SimpleITK as sitk
 from hostile_files import DAMAGE, cut_end, latin1_path, nifti_with, sitk_volume
 from test_bad_inputs import ct_volume, error_line, label_volume
 
-from meddinov3.images import ImageFileError, read_header, read_image
+from meddinov3.filenames import RENAME_HINT
+from meddinov3.images import ImageFileError, read_image
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "meddinov3.cli", *map(str, args)], capture_output=True,
@@ -114,14 +115,26 @@ def c_locale() -> dict[str, str]:
     return dict(env, LC_ALL="C", LANG="C")
 
 
+READ_BOTH = """
+import os, sys
+from meddinov3.images import ImageFileError, read_header, read_image
+for read in (read_image, read_header):
+    try:
+        read(os.fsdecode(sys.argv[1].encode("utf-8", "surrogateescape")))
+    except ImageFileError as error:
+        print(error)
+"""
+
+
 def test_a_latin1_file_name_is_refused_before_simpleitk_sees_it(tmp_path):
     """Before: SimpleITK aborted the process (std::logic_error, SIGABRT) in predict and evaluate."""
     path = latin1_path(tmp_path, ".nii.gz")
     sitk_volume(tmp_path / "x.nii.gz", ct_volume()).rename(path)
-    for read in (read_image, read_header):
-        with pytest.raises(ImageFileError, match="the name is not valid UTF-8"):
-            read(path)
-    # In a process of its own, as a user runs it: a refusal, not an abort.
+    # In processes of their own: where the check fails, the process aborts.
+    result = subprocess.run([sys.executable, "-c", READ_BOTH, os.fsencode(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{tmp_path}/caf\\xe9.nii.gz: the name is not valid UTF-8 (Latin-1?), which"
+                                          f" SimpleITK cannot open: {RENAME_HINT}"] * 2
     (tmp_path / "ref").mkdir()
     (tmp_path / "pred").mkdir()
     for folder in ("ref", "pred"):
@@ -129,9 +142,9 @@ def test_a_latin1_file_name_is_refused_before_simpleitk_sees_it(tmp_path):
     result = cli("evaluate", "--pred", tmp_path / "pred", "--ref", tmp_path / "ref", "--output", tmp_path / "e",
                  env=c_locale())
     assert result.returncode != -signal.SIGABRT
-    assert error_line(result).endswith(f"{tmp_path / 'ref'}/caf\\xe9.nii.gz: the name is not valid UTF-8 (Latin-1?),"
-                                       " which SimpleITK cannot open: rename it to UTF-8 (e.g. `convmv -f latin1 -t"
-                                       " utf-8 --notest NAME`)")
+    # The case name too is shown with the byte escaped, as in the path.
+    assert error_line(result) == (f"error: case caf\\xe9: {tmp_path / 'ref'}/caf\\xe9.nii.gz: the name is not valid UTF-8"
+                                  f" (Latin-1?), which SimpleITK cannot open: {RENAME_HINT}")
 
 
 def test_curate_skips_a_latin1_file_name_with_the_reason(tmp_path):
