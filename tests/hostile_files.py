@@ -37,11 +37,19 @@ def sform_only_twice_as_wide(header) -> None:
     header["qform_code"] = 0
 
 
+def z_unknown(header) -> None:
+    """No transform at all, and no slice spacing."""
+    header["pixdim"][0][3] = 0
+    header["qform_code"] = header["sform_code"] = 0
+
+
 DAMAGE = {
     "pixdim 0": (pixdim_zero, "pixdim[1], the voxel size along x, is 0 while the sform says spacing (0.8, 0.8, 2.5) mm"),
     "pixdim negative": (pixdim_negative, "pixdim[1], the voxel size along x, is -0.8 while the sform says"),
     "qform and sform disagree": (sform_twice_as_wide, "qform and sform disagree (qform: spacing (0.8, 0.8, 2.5) mm"),
     "sform scales not pixdim": (sform_only_twice_as_wide, "SimpleITK reads spacing (0.8, 0.8, 2.5) mm"),
+    "pixdim 0, no transform": (z_unknown, "pixdim[3], the voxel size along z, is 0 and there is no sform: the voxel"
+                               " spacing is unknown"),
 }
 
 

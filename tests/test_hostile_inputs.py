@@ -50,7 +50,8 @@ def test_a_spacing_no_ct_or_mr_scan_has_is_refused_in_every_format(tmp_path, spa
 
 
 def test_headers_every_reader_agrees_on_are_read_with_their_geometry(tmp_path):
-    """Oblique and left-handed (SimpleITK), sform only (nibabel's default), no transform at all."""
+    """Oblique and left-handed (SimpleITK), sform only (nibabel's default), no transform at all,
+    an sform code whose rows were never set."""
     cos, sin = np.cos(0.3), np.sin(0.3)
     oblique = sitk_volume(tmp_path / "oblique.nii.gz", ct_volume(), (0.7, 0.9, 3.0),
                           (cos, -sin, 0, sin, cos, 0, 0, 0, -1), (10.5, -3.25, 100.125))
@@ -63,7 +64,10 @@ def test_headers_every_reader_agrees_on_are_read_with_their_geometry(tmp_path):
     def no_transform(header):
         header["qform_code"] = header["sform_code"] = 0
 
-    for edit in (sform_only, no_transform):
+    def sform_code_without_rows(header):  # a writer's slip: every reader goes by the qform
+        header["srow_x"] = header["srow_y"] = header["srow_z"] = 0
+
+    for edit in (sform_only, no_transform, sform_code_without_rows):
         image = read_image(nifti_with(tmp_path / f"{edit.__name__}.nii", ct_volume(), edit))
         assert np.allclose(image.GetSpacing(), (0.8, 0.8, 2.5))
 

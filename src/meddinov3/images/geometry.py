@@ -79,7 +79,12 @@ def _spatial_axes(header) -> int:
 
 
 def _sform(header) -> np.ndarray | None:
-    return np.asarray(header.get_sform(), dtype=float) if int(header["sform_code"]) > 0 else None
+    """The sform, or None when it is not set: code 0, or a code with all-zero rows (some writers
+    set the code and never the rows; every reader then goes by the qform or pixdim)."""
+    if int(header["sform_code"]) <= 0:
+        return None
+    sform = np.asarray(header.get_sform(), dtype=float)
+    return None if not np.any(sform[:3]) else sform
 
 
 def _usable(affine: np.ndarray, n: int) -> bool:
@@ -140,12 +145,14 @@ def itk_affine(image: sitk.Image, n: int) -> np.ndarray:
 def itk_reading_problem(header, image: sitk.Image) -> str | None:
     """Why SimpleITK's reading of a NIfTI file is not what its header's sform (else qform) says,
     or None: ITK takes the qform where the sform is sheared or its scales differ from pixdim."""
-    codes = {"sform": int(header["sform_code"]), "qform": int(header["qform_code"])}
-    name = next((name for name, code in codes.items() if code > 0), None)
-    if name is None:
+    sform = _sform(header)
+    if sform is not None:
+        name, affine = "sform", sform
+    elif int(header["qform_code"]) > 0:
+        name, affine = "qform", np.asarray(header.get_qform(), dtype=float)
+    else:
         return None  # no transform: pixdim alone, which SimpleITK reads as it is
     n = min(_spatial_axes(header), image.GetDimension())
-    affine = np.asarray(header.get_sform() if name == "sform" else header.get_qform(), dtype=float)
     read = itk_affine(image, n)
     if _same(read, affine, n):
         return None
