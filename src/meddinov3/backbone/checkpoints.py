@@ -8,10 +8,9 @@ The architecture is read from the tensors; what tensors cannot tell (LayerNorm e
 coordinate rescaling) comes from the file when it records it (this package's exports: safetensors
 metadata, or a `meddinov3_backbone_config` entry beside a release-layout `teacher`), from
 config.json for Hugging Face files, else from the recipe the layout belongs to; keyword overrides
-come last. A Hugging Face file and the official .pth of the same weights load as the same
-architecture (FFN width and LayerScale read from the tensors in both) and the same function; the
-.pth also stores values for the key bias that DINOv3 masks out (Hugging Face stores none), which
-no forward pass uses.
+come last. A Hugging Face file and the official .pth of the same weights load as one architecture
+(FFN width, LayerScale read from the tensors) and one function; the .pth's key bias values, which
+DINOv3 masks out (Hugging Face stores none), are used by no forward pass.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from meddinov3.backbone.config import SWIGLU_ALIGN, BackboneConfig
 from meddinov3.backbone.errors import CheckpointError
+from meddinov3.backbone.finite import check_finite
 from meddinov3.backbone.hf import backbone_config_from_hf, from_hf_state_dict, is_hf_state_dict
 from meddinov3.backbone.presets import PRESETS
 from meddinov3.backbone.vit import DinoVisionTransformer
@@ -52,6 +52,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
     `path` may also name weights on the Hugging Face Hub (an alias, `hf://owner/name[@rev][/file]`
     or `owner/name`); they are fetched into the Hub cache first (see `hub.resolve_weights`).
+    Every tensor must be finite (see `finite.py`).
     """
     from meddinov3.backbone.hub import resolve_weights
 
@@ -59,11 +60,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_hf_folder(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    obj = _read_torch(path)
-    return obj, embedded_metadata(obj)
+        obj, metadata = _read_hf_folder(path)
+    elif path.suffix == ".safetensors":
+        obj, metadata = _read_safetensors(path)
+    else:
+        obj = _read_torch(path)
+        metadata = embedded_metadata(obj)
+    check_finite(obj, str(path))
+    return obj, metadata
 
 
 def embedded_metadata(obj: Any) -> dict[str, str]:
@@ -282,6 +286,7 @@ def load_backbone(
     """
     if isinstance(checkpoint, Mapping):
         source, (obj, metadata) = "state dict", (checkpoint, embedded_metadata(checkpoint))
+        check_finite(obj, source)
     else:
         source = str(checkpoint)
         obj, metadata = read_checkpoint(checkpoint)

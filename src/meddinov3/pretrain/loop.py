@@ -157,11 +157,11 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
     corpus = build_corpus(config)  # fails early, before models are built, if there is no data
     output = Path(config.run.output_dir)
     config.validate()  # records the learning rates trained with in config.yaml, beside the base ones
+    trainer = Pretrainer(config, device, dist_info)  # reads (and checks) model.init before any file is written
     if dist_info.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    trainer = Pretrainer(config, device, dist_info)
     checkpoint = output / CHECKPOINT_NAME
     if config.run.resume and checkpoint.exists():
         trainer.load_state_dict(load_checkpoint(checkpoint))
