@@ -8,13 +8,13 @@ such a trainer into a model folder that `meddinov3 predict` reads.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from meddinov3.io import atomic_write_json
 from meddinov3.nnunet.methods import get_method
 from meddinov3.nnunet.spec import NetworkSpec, attach_spec
 
@@ -128,7 +128,7 @@ def save_model_folder(trainer: Any) -> Path:
     folder = Path(trainer.output_folder_base)
     # Training sets the test-time mirroring axes when it starts; the checkpoint records them.
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-    (folder / "plans.json").write_text(json.dumps(trainer.plans_manager.plans, indent=2), encoding="utf-8")
-    (folder / "dataset.json").write_text(json.dumps(trainer.dataset_json, indent=2), encoding="utf-8")
+    atomic_write_json(folder / "plans.json", trainer.plans_manager.plans)
+    atomic_write_json(folder / "dataset.json", trainer.dataset_json)
     trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
     return folder

@@ -5,8 +5,9 @@
       imagesTr/synth_0000_0000.nii.gz   int16 HU     labelsTr/synth_0000.nii.gz   uint8
       imagesTs/synth_0010_0000.nii.gz (held-out)     labelsTs/synth_0010.nii.gz
 
-Each file is written under ``.partial/`` and renamed into place, image before label, so a case
-is complete exactly when its label file exists. A rerun with the same arguments skips complete
+Each file is written under ``.partial/`` (outside the folders nnU-Net lists, so a killed run leaves
+no file it would take for a case), checked and renamed into place by `meddinov3.io.commit`, image
+before label, so a case is complete exactly when its label file exists. A rerun with the same arguments skips complete
 cases (generation is deterministic, so the result is identical to an uninterrupted run).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from meddinov3.errors import InputError
+from meddinov3.io import atomic_write_text, commit
 from meddinov3.synth.case import Preset, SynthCase, generate_case
 from meddinov3.synth.tissues import LABELS
 
@@ -88,7 +90,7 @@ def write_image_atomically(array, case: SynthCase, final: Path) -> None:
     partial.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(partial), useCompression=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(partial, final)
+    commit(partial, final)
 
 
 def write_case(out: Path, spec: SynthSpec, index: int) -> bool:
@@ -116,9 +118,7 @@ def prepare_folder(out: Path, spec: SynthSpec) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    partial = out / f"{PARTIAL}_dataset.json"
-    partial.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, description)
+    atomic_write_text(description, json.dumps(wanted, indent=2) + "\n")
 
 
 def write_dataset(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meddinov3.io import atomic_write, atomic_write_text
+
 LABELS = {"background": 0, "liver": 1, "kidney": 2, "bone": 3}
 _HU = {"air": -1000.0, "body": -100.0, "liver": 60.0, "kidney": 200.0, "bone": 700.0}
 
@@ -73,9 +75,7 @@ def _write_nifti(array: np.ndarray, spacing_zyx: tuple[float, ...], path: Path) 
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
     img.SetOrigin((-25.0, -30.0, 100.0))
-    tmp = path.with_name(".tmp_" + path.name)
-    sitk.WriteImage(img, str(tmp), useCompression=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: sitk.WriteImage(img, tmp, True), ending=".nii.gz")
 
 
 def write_synthetic_dataset(raw_root: str | os.PathLike, spec: SyntheticDatasetSpec = SyntheticDatasetSpec()) -> Path:
@@ -102,5 +102,5 @@ def write_synthetic_dataset(raw_root: str | os.PathLike, spec: SyntheticDatasetS
         "file_ending": ".nii.gz",
         "name": spec.name,
     }
-    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2), encoding="utf-8")
+    atomic_write_text(folder / "dataset.json", json.dumps(dataset_json, indent=2))
     return folder
