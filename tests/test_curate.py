@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hostile_files import sitk_volume
 
 from meddinov3.curate import CurateConfig, SliceCorpus
 from meddinov3.curate.runner import curate_paths
@@ -35,17 +36,6 @@ def phantom(shape_zyx, spacing_xyz, radius_mm=30.0) -> np.ndarray:
     marker = (np.abs(mm_x - radius_mm / 2) < 5) & (np.abs(mm_y + radius_mm / 2) < 5)
     volume[z // 2 :, marker] = BONE
     return volume
-
-
-def write_nifti(path: Path, voxels: np.ndarray, spacing, direction=None, origin=None) -> Path:
-    image = sitk.GetImageFromArray(voxels)
-    image.SetSpacing(spacing)
-    if direction is not None:
-        image.SetDirection(direction)
-    if origin is not None:
-        image.SetOrigin(origin)
-    sitk.WriteImage(image, str(path))
-    return path
 
 
 def write_dicom_series(folder: Path, voxels: np.ndarray, spacing, modality: str, uid: str) -> None:
@@ -92,7 +82,7 @@ def corpus_files(root: Path) -> dict[str, tuple[int, bytes]]:
 def test_in_plane_resampling_keeps_millimetres_and_hu(tmp_path):
     spacing = (0.9, 0.6, 3.0)  # anisotropic in-plane on purpose
     voxels = phantom((10, 150, 90), spacing)
-    summary = curate_paths([write_nifti(tmp_path / "ct.nii.gz", voxels, spacing)], tmp_path / "c")
+    summary = curate_paths([sitk_volume(tmp_path / "ct.nii.gz", voxels, spacing)], tmp_path / "c")
     corpus = SliceCorpus(tmp_path / "c")
     record = corpus.records[0]
 
@@ -116,13 +106,13 @@ def test_any_direction_matrix_gives_the_same_axial_slices(tmp_path):
     spacing = (0.8, 0.7, 2.0)
     voxels = phantom((8, 96, 112), spacing)
     z, y, x = voxels.shape
-    write_nifti(tmp_path / "lps.nii.gz", voxels, spacing)
+    sitk_volume(tmp_path / "lps.nii.gz", voxels, spacing)
     # Same patient stored with flipped x and y (the usual NIfTI/RAS layout) ...
     flipped_origin = (spacing[0] * (x - 1), spacing[1] * (y - 1), 0.0)
-    write_nifti(tmp_path / "ras.nii.gz", voxels[:, ::-1, ::-1].copy(), spacing,
+    sitk_volume(tmp_path / "ras.nii.gz", voxels[:, ::-1, ::-1].copy(), spacing,
                 (-1, 0, 0, 0, -1, 0, 0, 0, 1), flipped_origin)
     # ... and as a coronal stack: file axes (i, j, k) = (left, superior, posterior).
-    write_nifti(tmp_path / "coronal.nii.gz", voxels.transpose(1, 0, 2).copy(),
+    sitk_volume(tmp_path / "coronal.nii.gz", voxels.transpose(1, 0, 2).copy(),
                 (spacing[0], spacing[2], spacing[1]), (1, 0, 0, 0, 0, 1, 0, 1, 0))
     curate_paths([tmp_path], tmp_path / "c")
     slices = {Path(s).name: v for s, v in by_source(SliceCorpus(tmp_path / "c")).items()}
@@ -158,9 +148,9 @@ def test_dicom_series_are_found_read_in_hu_and_mr_is_skipped(tmp_path):
 
 def test_unreadable_and_non_ct_inputs_are_skipped_with_reasons(tmp_path):
     spacing = (0.8, 0.8, 3.0)
-    good = write_nifti(tmp_path / "good.nii.gz", phantom((4, 64, 64), spacing), spacing)
+    good = sitk_volume(tmp_path / "good.nii.gz", phantom((4, 64, 64), spacing), spacing)
     mri = np.random.default_rng(0).uniform(0, 1500, (4, 64, 64)).astype(np.float32)
-    write_nifti(tmp_path / "mri.nii.gz", mri, spacing)
+    sitk_volume(tmp_path / "mri.nii.gz", mri, spacing)
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + os.urandom(300))
     flat = sitk.GetImageFromArray(phantom((1, 64, 64), spacing)[0])
     sitk.WriteImage(flat, str(tmp_path / "flat2d.nii.gz"))
@@ -196,7 +186,7 @@ def make_volumes(folder: Path, count: int, slices: int = 3) -> None:
     for n in range(count):
         spacing = (0.6 + 0.05 * n, 0.6 + 0.05 * n, 2.0)
         voxels = phantom((slices + n % 3, 48, 56), spacing, radius_mm=10)
-        write_nifti(folder / f"v{n:02d}.nii.gz", voxels, spacing)
+        sitk_volume(folder / f"v{n:02d}.nii.gz", voxels, spacing)
 
 
 def test_resume_after_interrupted_commit_has_no_duplicates(tmp_path):
@@ -230,7 +220,7 @@ def test_rerun_is_idempotent_and_changed_source_is_recurated(tmp_path):
     assert corpus_files(tmp_path / "c") == before
 
     spacing = (1.0, 1.0, 2.0)
-    write_nifti(tmp_path / "in/v00.nii.gz", phantom((9, 48, 56), spacing, radius_mm=10), spacing)
+    sitk_volume(tmp_path / "in/v00.nii.gz", phantom((9, 48, 56), spacing, radius_mm=10), spacing)
     summary = curate_paths([tmp_path / "in"], tmp_path / "c")
     assert summary.count("curated") == 1
     assert len(SliceCorpus(tmp_path / "c").records) == 2
