@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from meddinov3.demo.chance import expected_random_dice
 from meddinov3.demo.config import DemoConfig, demo_config
 from meddinov3.demo.findings import (
-    PretrainingOutcome, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
+    PretrainingOutcome, few_label_sentence, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
 )
-from meddinov3.demo.pipeline import check_settings
-from meddinov3.demo.report import expected_random_dice
+from meddinov3.demo.pipeline import check_settings, closing_note
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace
 
@@ -102,6 +102,7 @@ def test_failed_step_names_itself_shows_its_log_and_resumes(tmp_path):
 
 def test_output_folder_keeps_its_settings(tmp_path):
     check_settings(Workspace(tmp_path, demo_config("small")), force=False)
+    check_settings(Workspace(tmp_path, demo_config("small")), force=False)  # its own settings, read back from JSON
     other = Workspace(tmp_path, demo_config("small", seed=5))
     with pytest.raises(DemoSetupError, match="seed"):
         check_settings(other, force=False)
@@ -232,18 +233,48 @@ def probe_summary(pretrained: float, random: float) -> dict:
                      "random": {"liver": random, "aorta": random}}}
 
 
+def few_rows(low: float, high: float, difference: float = 0.08) -> list[dict]:
+    """A comparison with 1 labelled case (pretrained leads by `difference`) and the full-data row."""
+    return [{"count": 1, "all": False, "pretrained": 0.40 + difference, "random": 0.40, "difference": difference,
+             "low": low, "high": high, "n_cases": 8},
+            {"count": 20, "all": True, "pretrained": 0.70, "random": 0.705, "difference": -0.005, "low": -0.02,
+             "high": 0.01, "n_cases": 8}]
+
+
 def test_findings_say_which_measurement_shows_the_pretraining_gain():
     tuned_equal = {"pretrained": 0.70, "random": 0.705}
-    probe_only = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal)
-    assert "does not show a gain" in probe_only and "evidence that pretraining learned is the probe" in probe_only
-    assert "15.0 points" in probe_only
-    both = verdict(outcome(0.6), probe_summary(0.55, 0.40), {"pretrained": 0.75, "random": 0.70})
-    assert both.startswith("Fine-tuning shows a gain") and "so do the frozen features" in both
-    neither = verdict(outcome(0.999), probe_summary(0.40, 0.41), tuned_equal)
-    assert neither.startswith("Neither") and "never left the uniform prediction" in neither
-    learned_but_flat = verdict(outcome(0.6), probe_summary(0.40, 0.41), {"pretrained": 0.60, "random": 0.70})
+    few_shown = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(0.03, 0.12))
+    assert few_shown.startswith("Pretraining pays where labels are few: with 1 labelled case the pretrained init "
+                                "leads (+8.0 points, 95 % interval +3.0 to +12.0).")
+    assert "With all 20 labelled cases fine-tuning does not show a gain" in few_shown
+    assert "random init catches up" in few_shown and "segment 15.0 points better" in few_shown
+    unclear = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(-0.01, 0.12))
+    assert unclear.startswith("With 1 labelled case this run shows no clear gain from pretraining (+8.0 points, "
+                              "95 % interval -1.0 to +12.0)")
+    small = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(0.001, 0.03, difference=0.01))
+    assert "no clear gain" in small, "a gain below the margin is not read as one, whatever its interval"
+    worse = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(-0.12, -0.03, difference=-0.08))
+    assert worse.startswith("With 1 labelled case random initialisation does better (-8.0 points")
+    both = verdict(outcome(0.6), probe_summary(0.55, 0.40), {"pretrained": 0.75, "random": 0.70}, few_rows(0.03, 0.12))
+    assert "With all 20 labelled cases fine-tuning shows a gain too (+5.0 points)" in both
+    no_probe = verdict(outcome(0.6), probe_summary(0.40, 0.41), tuned_equal, few_rows(0.03, 0.12))
+    assert no_probe.endswith("The frozen features score no better than random ones, though.")
+    neither = verdict(outcome(0.999), probe_summary(0.40, 0.41), tuned_equal, few_rows(-0.01, 0.02, 0.0))
+    assert "Neither fine-tuning nor the frozen-feature probe" in neither and "never left the uniform" in neither
+    learned_but_flat = verdict(outcome(0.6), probe_summary(0.40, 0.41), {"pretrained": 0.60, "random": 0.70},
+                               few_rows(-0.01, 0.02, 0.0))
     assert "favours random initialisation by 10.0 points" in learned_but_flat
     assert "left the uniform prediction, but" in learned_but_flat
+
+    sentence = few_label_sentence(few_rows(0.03, 0.12), 480, 8)
+    assert "(480 iterations per run;" in sentence and "on the 8 held-out cases" in sentence
+    assert ("1 labelled case: 48.0 % pretrained vs 40.0 % random (+8.0 points, 95 % interval +3.0 to +12.0); "
+            "all 20 labelled cases: 70.0 % pretrained vs 70.5 % random (-0.5 points") in sentence
+    note = closing_note({"dino_fraction": 0.8, "probe_mean_dice": {"pretrained": 0.55, "random": 0.40},
+                         "mean_dice": tuned_equal, "few_labels": few_rows(0.03, 0.12), "verdict": few_shown})
+    assert ("pretrained vs random init - 1 labelled case: 48.0 % vs 40.0 % (+8.0 points, 95 % interval +3.0 to "
+            "+12.0); all training cases: 70.0 % vs 70.5 %.") in note
+    assert note.endswith(few_shown)
 
     assert "55.0 % with the pretrained backbone and 40.0 % with its random twin (+15.0 points; better on 2 of 2" \
         in probe_sentence(probe_summary(0.55, 0.40))
@@ -263,8 +294,9 @@ def test_findings_say_which_measurement_shows_the_pretraining_gain():
 def test_make_demo_command_end_to_end(tmp_path):
     """The README's `make demo` command line, in a fresh process: every organ segmented on the
     held-out cases by both fine-tuned networks, a report that shows the probe, the pretraining
-    monitors and the fine-tuning comparison in that order with every figure drawn in a real
-    browser, a closing note with the measured numbers, and a second run that only reuses results."""
+    monitors, the few-label and the full-data fine-tuning comparisons in that order with every
+    figure drawn in a real browser, the few-label table and a closing note with the measured
+    numbers, and a second run that only reuses results."""
     from test_demo_report import decoded_data_png, dump_dom, images_in, png_size
 
     out = tmp_path / "demo_out"
@@ -297,18 +329,51 @@ def test_make_demo_command_end_to_end(tmp_path):
     printed = " ".join(first.stdout.split())  # the console wraps lines at its width
     assert note in printed and summary["verdict"] in printed
 
+    # The few-label comparison: both inits on the same nested subsets, scored on the same held-out
+    # cases; each row's numbers are the evaluations on disk, the full-data row last.
+    config = demo_config("small")
+    rows = summary["few_labels"]
+    assert [(row["count"], row["all"]) for row in rows] == [(c, False) for c in config.few_label_counts] + [
+        (config.train_cases, True)]
+    runs = json.loads((out / "steps" / "train_few.json").read_text(encoding="utf-8"))["summary"]["runs"]
+    for count in config.few_label_counts:
+        cases = [run["cases"] for run in runs if run["count"] == count]
+        assert len(cases) == 2 and cases[0] == cases[1] and len(cases[0]) == count
+    for row in rows:
+        means = {}
+        for init in ("pretrained", "random"):
+            folder = out / "evaluation" / init if row["all"] else out / "few_labels" / f"{row['count']}_cases" / "evaluation" / init
+            evaluation = json.loads((folder / "evaluation_summary.json").read_text(encoding="utf-8"))
+            assert evaluation["n_cases"] == config.test_cases
+            means[init] = evaluation["mean_over_labels"]["dice"]
+        assert row["difference"] == pytest.approx(means["pretrained"] - means["random"], abs=1e-12)
+        assert row["low"] <= row["difference"] <= row["high"] and row["n_cases"] == config.test_cases
+        measured = (f"{100 * means['pretrained']:.1f} % vs {100 * means['random']:.1f} %")
+        if not row["all"]:
+            measured = (f"{row['count']} labelled case{'' if row['count'] == 1 else 's'}: {measured} "
+                        f"({100 * row['difference']:+.1f} points, 95 % interval {100 * row['low']:+.1f} to "
+                        f"{100 * row['high']:+.1f})")
+        assert measured in printed, measured
+
     dom = dump_dom(out / "report.html", tmp_path / "profile")
     text = " ".join(dom.split())
-    sections = ["What pretraining put into the features", "Is the pretraining learning?", "Fine-tuning comparison"]
+    sections = ["What pretraining put into the features", "Is the pretraining learning?",
+                "Fine-tuning on few labelled cases", "Fine-tuning comparison on all training cases"]
     positions = [text.index(heading) for heading in sections]
-    assert positions == sorted(positions), "probe, then monitors, then fine-tuning"
+    assert positions == sorted(positions), "probe, then monitors, then fine-tuning with few and with all labels"
     assert summary["verdict"] in text
+    table = text[positions[2]:positions[3]]
+    for row in rows:
+        label = f"all {row['count']}" if row["all"] else str(row["count"])
+        cells = [label, f"{100 * row['pretrained']:.1f}", f"{100 * row['random']:.1f}",
+                 f"{100 * row['difference']:+.1f}", f"{100 * row['low']:+.1f} to {100 * row['high']:+.1f}"]
+        assert "<td>" + "</td><td>".join(cells) + "</td>" in table, cells
     images = images_in(dom)
-    assert len(images) == 7
+    assert len(images) == 8
     for image in images:
         width, height = png_size(decoded_data_png(image["src"]))
         assert 300 <= width <= 2000 and height >= 200, (image["alt"], width, height)
 
     second = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert second.returncode == 0
-    assert second.stdout.count("skipped") == 11
+    assert second.stdout.count("skipped") == 13

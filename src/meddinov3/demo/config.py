@@ -77,6 +77,11 @@ class DemoConfig:
     # whole-body context that minutes of training do not learn (measured, small preset, random
     # init: mean DSC 0.378 with mirroring, 0.688 without; right kidney 0.03 -> 0.75).
     mirroring: bool = False
+    # Few labelled cases: both inits also fine-tune on nested, seeded subsets of this many training
+    # cases (the subsets `compare --train-cases` draws), each run few_label_epochs x
+    # iterations_per_epoch iterations with the rates above, the same for both inits.
+    few_label_counts: tuple[int, ...] = (1, 2)
+    few_label_epochs: int = 12
     # Feature maps of the real CT slice are drawn at this size (a multiple of 16).
     feature_size: int = 512
     device: str = "cpu"
