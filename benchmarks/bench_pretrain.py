@@ -40,7 +40,8 @@ def pretrain_config(model: str, stage: int, batch: int, device: str, output_dir:
     from meddinov3.pretrain.config import load_config
 
     overrides = [
-        "model.init=null",
+        "model.init=random",
+        "gram.teacher=null",  # the Gram teacher is the start's teacher: no stage-1 snapshot needed
         "data.corpus=null",
         "data.synthetic_slices=64",
         "data.num_workers=0",

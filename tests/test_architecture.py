@@ -32,8 +32,9 @@ MAX_FLOORS = 7
 MAX_LINES = 300
 
 FLOOR_PLAN = {
-    # 1: foundations that import no other room: the error base, atomic writes, devices, precision
-    "errors": 1, "io": 1, "intensity": 1, "precision": 1, "capture": 1, "devices": 1, "overrides": 1,
+    # 1: foundations that import no other room: the error base, atomic writes, file names, devices,
+    # precision
+    "errors": 1, "io": 1, "filenames": 1, "intensity": 1, "precision": 1, "capture": 1, "devices": 1, "overrides": 1,
     # 2: reading what the user gives (image files, raw datasets, output folders, command errors);
     # the backbone
     "images": 2, "datasets": 2, "folders": 2, "cli_errors": 2, "backbone": 2,

@@ -9,10 +9,10 @@ import torch
 
 from conftest import FIXTURES
 from meddinov3.backbone import BackboneConfig, CheckpointError, PRESETS, build_backbone, load_backbone
-from meddinov3.backbone.checkpoints import infer_config
+from meddinov3.backbone.checkpoints import CONFIG_METADATA_KEY, infer_config
 from meddinov3.backbone.config import ROPE_DTYPES
 from meddinov3.backbone.rope import rope_periods
-from meddinov3.backbone.export import save_backbone
+from meddinov3.backbone.export import save_backbone, save_hf
 
 OFFICIAL = FIXTURES / "dinov3_tiny_official.pth"
 TEACHER = FIXTURES / "meddinov3_tiny_teacher.pth"
@@ -187,3 +187,38 @@ def test_preset_parameter_counts():
     assert 21e6 < counts["vits16"] < 22.5e6
     assert 85e6 < counts["vitb16"] < 87.5e6
     assert 300e6 < counts["vitl16"] < 305e6
+
+
+def test_official_pth_and_its_hugging_face_layout_start_pretraining_as_the_same_model(tmp_path, official):
+    """One architecture and one function from both layouts (config.json written as the Hub's DINOv3
+    repositories write it, LayerScale init 1.0). The .pth also stores values for the key bias that
+    DINOv3 masks out, which Hugging Face does not store: no forward pass or gradient uses them, and
+    pretraining zeroes them, so a stage-1 student from either holds the same tensors."""
+    from meddinov3.pretrain.config import load_config
+    from meddinov3.pretrain.pretrainer import build_student
+
+    save_hf(official, tmp_path / "hf")
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**hf_config, "layerscale_value": 1.0}), encoding="utf-8")
+    from_hf = load_backbone(tmp_path / "hf")
+    assert from_hf.config == official.config
+    assert _same_outputs(from_hf, official)
+    pth, hf = official.state_dict(), from_hf.state_dict()
+    assert set(pth) == set(hf)
+    assert [k for k in pth if not torch.equal(pth[k], hf[k])] == [f"blocks.{i}.attn.qkv.bias" for i in range(12)]
+
+    students = [build_student(load_config("tiny", [f"model.init={init}", "model.arch_overrides={}"])).backbone.state_dict()
+                for init in (OFFICIAL, tmp_path / "hf")]
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+
+def test_release_layout_export_records_its_architecture(tmp_path, official):
+    """A bf16-RoPE network of the official recipe (as DINOv3 trains it), saved in the release
+    layout: with its recorded architecture it loads as itself (LayerNorm eps 1e-5); the same tensors
+    without it would be taken for a MedDINOv3 file (eps 1e-6)."""
+    model = load_backbone(OFFICIAL, rope_dtype="bf16")
+    teacher = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"teacher": teacher, CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}, tmp_path / "export.pth")
+    torch.save({"teacher": teacher}, tmp_path / "bare.pth")
+    assert load_backbone(tmp_path / "export.pth").config == model.config
+    assert load_backbone(tmp_path / "bare.pth").config.norm_eps == 1e-6

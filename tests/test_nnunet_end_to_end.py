@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from conftest import FIXTURES
 from meddinov3.devices import pick_device
 from meddinov3.nnunet.checkpoints import read_nnunet_checkpoint
-from meddinov3.nnunet.prediction import PredictionInputError, collect_cases
+from meddinov3.nnunet.prediction_inputs import PredictionInputError, collect_cases
 from meddinov3.synth.toy_dataset import LABELS, SyntheticDatasetSpec, write_synthetic_dataset
 
 SPEC = SyntheticDatasetSpec(dataset_id=987, num_training=5, num_test=1)

@@ -5,6 +5,7 @@ comparison, stochastic depth and RoPE coordinate jitter are off (they draw per-r
 numbers by design) and KoLeo runs over the global batch (DINOv3 computes it per rank).
 """
 
+import math
 import os
 import socket
 from pathlib import Path
@@ -34,6 +35,7 @@ def parity_config(output_dir: Path, koleo_distributed: bool = True):
             "model.head_batchnorm=false",
             f"loss.koleo_distributed={str(koleo_distributed).lower()}",
             "optim.global_batch_size=4",
+            "optim.scaling_rule=sqrt_wrt_1024",
             f"optim.iterations={STEPS}",
             "optim.freeze_last_layer_iterations=1",
             "run.checkpoint_every=1000",
@@ -91,6 +93,13 @@ def test_two_processes_give_the_same_losses(runs):
             for key in ("loss", "dino_global", "dino_local", "ibot", "koleo"):
                 rel = abs(one[key] - two[key]) / abs(one[key])
                 assert rel <= 1e-5, f"iteration {one['iteration']} {key}: {one[key]} vs {two[key]}"
+
+
+def test_the_rate_follows_the_global_batch_of_all_ranks(runs):
+    """sqrt_wrt_1024 at 2 ranks x 2 images, the same rate as one process with all 4."""
+    peak = 1e-3 * 4 * math.sqrt(WORLD * 2 / 1024)
+    for history in [runs["single"].history] + [rank["history"] for rank in runs["ranks"]]:
+        assert [h["lr"] for h in history] == pytest.approx([peak * h["iteration"] / 30 for h in history])  # warm-up
 
 
 @pytest.mark.parametrize("network", ["student", "teacher"])

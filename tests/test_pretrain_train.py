@@ -1,5 +1,6 @@
 """Schedules, parameter groups, the tiny three-stage run, checkpoints, resume and export."""
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from meddinov3.backbone import build_backbone, load_backbone
-from meddinov3.backbone.checkpoints import CheckpointError
+from meddinov3.backbone.checkpoints import CONFIG_METADATA_KEY, CheckpointError
 from meddinov3.pretrain.checkpoint import load_checkpoint
 from meddinov3.pretrain.config import load_config
 from meddinov3.pretrain.param_groups import parameter_groups
@@ -37,18 +38,23 @@ def mean(values):
     return sum(values) / len(values)
 
 
+# DINOv3's sqrt_wrt_1024 rule at the paper's global batch of 512: the paper's rates are its base.
+SQRT_512 = 4 * (512 / 1024) ** 0.5
+
+
 def test_stage1_schedules_follow_the_dinov3_vitb_recipe():
     config = load_config("stage1")
     at = lambda iteration: schedule_values(config, iteration)  # noqa: E731
     start, warm, end = at(0), at(12_500), at(100_000)
-    assert start.lr == 0.0 and warm.lr == pytest.approx(2e-4) and end.lr == pytest.approx(1e-6)
+    peak = 2e-4 * SQRT_512  # lin834's v1 schedule scales the peak, not min_lr
+    assert start.lr == 0.0 and warm.lr == pytest.approx(peak) and end.lr == pytest.approx(1e-6)
     assert start.last_layer_lr == 0.0 and at(1249).last_layer_lr == 0.0
     assert at(1250).last_layer_lr == at(1250).lr > 0
     assert start.weight_decay == pytest.approx(0.04) and end.weight_decay == pytest.approx(0.4)
     assert start.momentum == pytest.approx(0.992) and end.momentum == pytest.approx(1.0)
     assert start.teacher_temp == pytest.approx(0.04) and at(37_500).teacher_temp == pytest.approx(0.07)
     assert at(18_750).teacher_temp == pytest.approx(0.055)
-    assert at(12_500 + 87_500 // 2).lr == pytest.approx((2e-4 + 1e-6) / 2, rel=1e-3)  # cosine half way
+    assert at(12_500 + 87_500 // 2).lr == pytest.approx((peak + 1e-6) / 2, rel=1e-3)  # cosine half way
     assert {at(i).dino_local_weight for i in (0, 50_000)} == {1.0}
 
 
@@ -60,7 +66,7 @@ def test_gram_and_high_res_stages_follow_dinov3_phase_configs():
     assert (s2(0).gram_weight, s2(500).gram_weight, s2(1000).gram_weight, s2(9999).gram_weight) == pytest.approx((0, 1, 2, 2))
     assert (s2(0).dino_local_weight, s2(500).dino_local_weight, s2(5000).dino_local_weight) == pytest.approx((1, 0.75, 0.5))
     assert (s3(0).gram_weight, s3(0).dino_local_weight, s3(9999).gram_weight) == pytest.approx((1.5, 0.5, 1.5))
-    for at, lr in ((s2, 5e-5), (s3, 2.5e-5)):
+    for at, lr in ((s2, 5e-5 * SQRT_512), (s3, 2.5e-5 * SQRT_512)):
         # Warm-up, then lr, weight decay, EMA momentum and teacher temperature held constant.
         assert at(0).lr == 0.0 and at(1000).lr == pytest.approx(lr) and at(9999).lr == pytest.approx(lr)
         assert {round(at(i).weight_decay, 12) for i in (0, 5000, 9999)} == {0.04}
@@ -168,7 +174,10 @@ def test_export_has_the_meddinov3_release_layout(tmp_path):
     )
     result = train(config)
     exported = torch.load(result.exported["teacher_checkpoint"], weights_only=True)
-    assert list(exported) == ["teacher"]
+    # The release's one entry, and beside it the architecture the next stage loads (LayerNorm eps,
+    # RoPE dtype and rescaling, qkv bias: what tensors cannot show).
+    assert list(exported) == ["teacher", CONFIG_METADATA_KEY]
+    assert json.loads(exported[CONFIG_METADATA_KEY]) == load_backbone(MEDDINO_TEACHER).config.to_dict()
     assert set(exported["teacher"]) == set(reference)
     for key, value in reference.items():
         assert exported["teacher"][key].shape == value.shape and exported["teacher"][key].dtype == value.dtype, key

@@ -3,7 +3,8 @@
 The reference point is a backbone whose patch features encode the label, honestly: it sees only
 the image, and the test dataset's images give each label its own HU band (synthetic organ shapes
 from `meddinov3 synth`, recoloured). Its features are the fraction of each patch's pixels in each
-band, so a working probe must score near 1 with it, and a random ViT well below.
+band, so a working probe must score near 1 with it, and a random ViT well below. The same
+features from a real ViT loaded from a file (`label_bands.band_counting_vit`) check the CLI.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,16 +31,10 @@ from meddinov3.probe.report import RESULTS_JSON
 from meddinov3.probe.slices import IGNORE_INDEX, ClassSet, choose_training_slices
 from meddinov3.datasets import DatasetLabels
 from meddinov3.synth.dataset import SynthSpec, write_dataset
-from meddinov3.synth.tissues import LABELS
+from label_bands import EDGES_HU, N_CLASSES, band_counting_vit, write_band_coded_dataset
 
 SHAPE = (10, 64, 64)
-N_CLASSES = len(LABELS)
-BAND_HU = 150.0  # label k is painted at -600 + 150 k HU, noise sd 20 HU: bands never overlap
 FAST = ProbeConfig(size=64, steps=300, lr=0.1, max_train_slices=32)
-
-
-def band_hu(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return -600.0 + BAND_HU * label + rng.normal(0.0, 20.0, label.shape)
 
 
 class LabelBands(nn.Module):
@@ -51,7 +45,7 @@ class LabelBands(nn.Module):
     def __init__(self, patch_size: int = 2):
         super().__init__()
         self.patch_size = patch_size
-        self.register_buffer("edges", torch.tensor([-600.0 + BAND_HU * (k + 0.5) for k in range(N_CLASSES - 1)]))
+        self.register_buffer("edges", torch.tensor(EDGES_HU))
         self.calls = 0
 
     def get_intermediate_layers(self, x, n=1, reshape=True, norm=True):
@@ -74,15 +68,7 @@ def synth_dataset(folder: Path, test_cases: int) -> Path:
 @pytest.fixture(scope="module")
 def coded(tmp_path_factory) -> Path:
     """Synthetic CT whose images encode the labels as HU bands (3 training, 2 held-out cases)."""
-    folder = synth_dataset(tmp_path_factory.mktemp("probe") / "Dataset971_Coded", test_cases=2)
-    rng = np.random.default_rng(0)
-    for label_path in sorted(folder.glob("labels*/*.nii.gz")):
-        images = "imagesTr" if label_path.parent.name == "labelsTr" else "imagesTs"
-        label = sitk.ReadImage(str(label_path))
-        image = sitk.GetImageFromArray(band_hu(sitk.GetArrayFromImage(label), rng).astype(np.int16))
-        image.CopyInformation(label)
-        sitk.WriteImage(image, str(folder / images / label_path.name.replace(".nii.gz", "_0000.nii.gz")))
-    return folder
+    return write_band_coded_dataset(tmp_path_factory.mktemp("probe") / "Dataset971_Coded", SHAPE, cases=3, test_cases=2)
 
 
 def test_label_encoding_features_score_near_one_and_random_features_well_below(coded):
@@ -138,6 +124,18 @@ def test_cli_writes_table_json_chart_reuses_cache_and_is_deterministic(coded, tm
     assert results["a"]["backbones"]["random"]["source"]["twin_of"] == "tiny"
     assert (tmp_path / "a" / "probe_dsc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "b" / "feature_cache").exists()
+
+
+def test_cli_scores_the_features_of_the_weights_it_is_given(coded, tmp_path):
+    """A ViT file whose features encode the labels scores near 1 through the CLI, its random twin
+    well below: the table reports each backbone's own features, not its twin's."""
+    weights = save_backbone(band_counting_vit(), tmp_path / "bands")
+    result = run_cli(str(coded), "-w", str(weights), "--size", "64", "--steps", "300", "--lr", "0.1",
+                     "--max-train-slices", "32", "--device", "cpu", "--no-progress", "--no-cache", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "out" / RESULTS_JSON).read_text(encoding="utf-8"))["backbones"]
+    encoded, random = scores["bands"]["mean_dice"], scores["random"]["mean_dice"]
+    assert encoded >= 0.9 and random <= encoded - 0.2, (encoded, random)
 
 
 @pytest.mark.parametrize("test_cases, missing", [(0, "imagesTs/ and labelsTs/ missing"), (1, "labelsTs/ missing")])

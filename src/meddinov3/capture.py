@@ -2,13 +2,15 @@
 
 nnU-Net prints plans, configuration dictionaries, per-epoch logs and tqdm bars, some of it from
 worker processes; redirecting descriptors (not only `sys.stdout`) catches child processes and C
-extensions too. Used by the demo (everything into OUT/logs/<step>.log) and `meddinov3 plan`.
+extensions too. Used by the demo (everything into OUT/logs/<step>.log) and `meddinov3 plan`;
+`stderr_captured` keeps a C library's complaint for the caller's own error message.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Iterator
@@ -37,3 +39,23 @@ def output_to_log(log: Path, enabled: bool = True, stderr: bool = True) -> Itera
             for descriptor, original in zip(descriptors, saved):
                 os.dup2(original, descriptor)
                 os.close(original)
+
+
+@contextmanager
+def stderr_captured() -> Iterator[list[str]]:
+    """What C code writes to descriptor 2 while inside, kept back: the list yielded holds it
+    (one string) after the block. For libraries that print a failure instead of reporting it
+    (SimpleITK's NIfTI writer on a full disk: "** ERROR: NWAD: wrote only ..."), so that the
+    caller can put it into its own one-line error."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from meddinov3.errors import InputError
+from meddinov3.filenames import name_problem, shown
 
 STALE_SUFFIX = ".stale"
 
@@ -17,6 +18,8 @@ def writable_folder(path: str | Path, what: str = "output folder") -> Path:
     starts, so that an unusable output stops it at once rather than after the work. Raises an
     InputError naming `what` (e.g. "--out") and the folder."""
     path = Path(path)
+    if name_problem(path):  # SimpleITK writes label maps there
+        raise InputError(f"{what} {shown(path)}: {name_problem(path)}")
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path}: is a file; expected a folder")
     try:

@@ -4,8 +4,13 @@ Layouts: official DINOv3 state dicts; the MedDINOv3 release (`{"teacher": {"back
 `model` / `state_dict` / `student` wrappers; DDP `module.` and torch.compile `_orig_mod.`
 prefixes; nnU-Net checkpoints (`network_weights` with `dino_encoder.*`); Hugging Face
 DINOv3ViT folders or safetensors files; this package's own safetensors export.
-The architecture is inferred from the tensors; what tensors cannot tell (LayerNorm eps, RoPE
-coordinate rescaling) comes from the recipe the layout belongs to, or from keyword overrides.
+The architecture is read from the tensors; what tensors cannot tell (LayerNorm eps, RoPE dtype and
+coordinate rescaling) comes from the file when it records it (this package's exports: safetensors
+metadata, or a `meddinov3_backbone_config` entry beside a release-layout `teacher`), from
+config.json for Hugging Face files, else from the recipe the layout belongs to; keyword overrides
+come last. A Hugging Face file and the official .pth of the same weights load as one architecture
+(FFN width, LayerScale read from the tensors) and one function; the .pth's key bias values, which
+DINOv3 masks out (Hugging Face stores none), are used by no forward pass.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import Tensor
 
 from meddinov3.backbone.config import SWIGLU_ALIGN, BackboneConfig
 from meddinov3.backbone.errors import CheckpointError
+from meddinov3.backbone.finite import check_finite
 from meddinov3.backbone.hf import backbone_config_from_hf, from_hf_state_dict, is_hf_state_dict
 from meddinov3.backbone.presets import PRESETS
 from meddinov3.backbone.vit import DinoVisionTransformer
@@ -46,6 +52,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
 
     `path` may also name weights on the Hugging Face Hub (an alias, `hf://owner/name[@rev][/file]`
     or `owner/name`); they are fetched into the Hub cache first (see `hub.resolve_weights`).
+    Every tensor must be finite (see `finite.py`).
     """
     from meddinov3.backbone.hub import resolve_weights
 
@@ -53,10 +60,21 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_hf_folder(path)
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    return _read_torch(path), {}
+        obj, metadata = _read_hf_folder(path)
+    elif path.suffix == ".safetensors":
+        obj, metadata = _read_safetensors(path)
+    else:
+        obj = _read_torch(path)
+        metadata = embedded_metadata(obj)
+    check_finite(obj, str(path))
+    return obj, metadata
+
+
+def embedded_metadata(obj: Any) -> dict[str, str]:
+    """The architecture this package's release-layout exports record beside `teacher`."""
+    if isinstance(obj, Mapping) and isinstance(obj.get(CONFIG_METADATA_KEY), str):
+        return {CONFIG_METADATA_KEY: obj[CONFIG_METADATA_KEY]}
+    return {}
 
 
 def _read_torch(path: Path) -> dict[str, Any]:
@@ -226,7 +244,12 @@ def _state_and_config(obj: Any, metadata: dict[str, str], source: str) -> tuple[
         if "hf_config" not in metadata:
             raise CheckpointError(f"{source}: Hugging Face weights need their config.json beside them")
         config = backbone_config_from_hf(json.loads(metadata["hf_config"]))
-        return from_hf_state_dict(obj, config), config
+        state = from_hf_state_dict(obj, config)
+        # What the tensors show, read as from any other layout (config.json states the FFN width
+        # as a number and LayerScale's init, which the loaded weights replace).
+        inferred = infer_config(state, source)
+        shown = ("ffn_layer", "ffn_ratio", "ffn_hidden_dim", "layerscale_init")
+        return state, config.replace(**{name: getattr(inferred, name) for name in shown})
     state = extract_backbone_state(obj, source)
     return state, infer_config(state, source)
 
@@ -262,7 +285,8 @@ def load_backbone(
     config fields (e.g. `drop_path_rate=0.2` for fine-tuning).
     """
     if isinstance(checkpoint, Mapping):
-        source, (obj, metadata) = "state dict", (checkpoint, {})
+        source, (obj, metadata) = "state dict", (checkpoint, embedded_metadata(checkpoint))
+        check_finite(obj, source)
     else:
         source = str(checkpoint)
         obj, metadata = read_checkpoint(checkpoint)

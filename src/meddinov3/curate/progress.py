@@ -13,9 +13,10 @@ from meddinov3.curate.benchmarks import EXCLUSIONS_FOLDER
 from meddinov3.curate.config import CurateConfig
 from meddinov3.curate.exclusion import prepare_exclusions
 from meddinov3.curate.runner import CurationSummary, curate
-from meddinov3.curate.shards import SKIPPED_FILE, ShardStore
+from meddinov3.curate.shards import MANIFEST_FILE, SKIPPED_FILE, ShardStore
 from meddinov3.curate.sources import discover
 from meddinov3.curate.worker import Outcome
+from meddinov3.io import WriteError
 
 SHOWN_PROBLEMS = 20
 
@@ -34,6 +35,11 @@ def summary_table(summary: CurationSummary, out: str) -> Table:
 
 
 def print_problems(console: Console, summary: CurationSummary, out: str) -> None:
+    notes = [o for o in summary.outcomes if o.note]
+    for outcome in notes[:SHOWN_PROBLEMS]:
+        console.print(f"[yellow]note[/] {escape(outcome.source)}: {escape(outcome.note)}", soft_wrap=True)
+    if len(notes) > SHOWN_PROBLEMS:
+        console.print(f"... {len(notes) - SHOWN_PROBLEMS} more notes (\"clipped\" in {out}/{MANIFEST_FILE})")
     problems = summary.problems()
     for outcome in problems[:SHOWN_PROBLEMS]:
         console.print(f"[yellow]{outcome.status}[/] {escape(outcome.source)}: {escape(outcome.reason)}", soft_wrap=True)
@@ -86,7 +92,11 @@ def run_with_progress(
             counts["skipped"] += outcome.status in ("skipped", "excluded", "failed")
             bar.update(task, advance=1, **counts)
 
-        summary = curate(sources, ShardStore(out, config), workers, retry_skipped, advance)
+        try:
+            summary = curate(sources, ShardStore(out, config), workers, retry_skipped, advance)
+        except WriteError:
+            bar.remove_task(task)  # the error line alone says what happened
+            raise
     print_problems(console, summary, out)
     Console().print(summary_table(summary, out))
     return summary

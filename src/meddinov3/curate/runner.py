@@ -3,7 +3,9 @@
 Workers are separate processes (spawned, one thread each). At most two tasks per worker are in
 flight, so when a worker process dies (a reader segfault, the OOM killer) only those few
 sources are suspects; each is then retried alone, and one that kills its process again is
-recorded as skipped. The rest of the run goes on.
+recorded as skipped. The rest of the run goes on. A shard that cannot be written (a full disk:
+`WriteError`) stops the whole run instead, naming the file: every source after it would fail the
+same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from meddinov3.curate.exclusion import prepare_exclusions, stored_index
 from meddinov3.curate.shards import ShardStore
 from meddinov3.curate.sources import Source, discover
 from meddinov3.curate.worker import DIGESTS, Outcome, curate_in_worker, curate_source, single_threaded
+from meddinov3.io import WriteError
 
 TASKS_PER_WORKER = 2
 
@@ -53,6 +56,8 @@ def run_inline(
         for source in sources:
             try:
                 report(curate_source(source, store, retry_skipped))
+            except WriteError:
+                raise
             except Exception as error:  # noqa: BLE001 - one bad source must not end the run
                 report(failure(source, error))
 
@@ -68,6 +73,8 @@ def run_isolated(source: Source, store: ShardStore, retry_skipped: bool) -> Outc
             reason = "reading it crashed the worker process (corrupt file or out of memory)"
             store.record_skip(source, reason)
             return Outcome(source.uid, "skipped", reason=reason)
+        except WriteError:
+            raise
         except Exception as error:  # noqa: BLE001
             return failure(source, error)
 
@@ -91,6 +98,8 @@ def run_pool_until_crash(
                     report(future.result())
                 except BrokenProcessPool:
                     return [source, *in_flight.values()]
+                except WriteError:
+                    raise
                 except Exception as error:  # noqa: BLE001
                     report(failure(source, error))
     return []

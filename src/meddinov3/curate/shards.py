@@ -11,8 +11,11 @@
 
 A shard counts as done only when its .json exists, names the same source fingerprint and
 geometry, and the .npy header has the recorded shape. Both files are written to a temporary
-name, flushed, fsynced and renamed (.npy first, then .json), so a killed run leaves at worst a
-temporary file, which the next run deletes; never a torn or half-indexed shard.
+name, flushed, fsynced, read back and renamed (.npy first, then .json; see
+`meddinov3.io.commit`), so a killed run leaves at worst a temporary file, which the next run
+deletes; never a torn or half-indexed shard. A shard's disk blocks are allocated before its
+memory map is filled: on a full disk that raises `WriteError` (the run stops with one line naming
+the file) instead of killing the worker with SIGBUS.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from meddinov3.curate.config import CurateConfig
 from meddinov3.curate.sources import Source
 from meddinov3.errors import InputError
+from meddinov3.io import WriteError, commit, describe, reserve_space, text_check
 
 PARTIAL_MARK = ".partial-"
 CORPUS_FILE = "corpus.json"
@@ -40,23 +44,18 @@ class CorpusError(InputError):
     """The corpus folder cannot be used as asked (other geometry, another run writing it)."""
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def partial_path(final: Path) -> Path:
     return final.with_name(f"{final.name}{PARTIAL_MARK}{os.getpid()}")
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     tmp = partial_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(text.encode("utf-8"))
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, describe(error, path)) from None
+    commit(tmp, path, text_check(text), empty_ok=not text)
 
 
 def write_text_if_changed(path: Path, text: str) -> bool:
@@ -162,13 +161,20 @@ class ShardStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = partial_path(final)
         shape = (n_slices, self.config.size, self.config.size)
-        return tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=shape)
+        try:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=shape)
+            reserve_space(tmp, final)
+        except (OSError, WriteError) as error:
+            tmp.unlink(missing_ok=True)
+            raise error if isinstance(error, WriteError) else WriteError(final, describe(error, final)) from None
+        return tmp, array
 
     def commit(self, source: Source, tmp: Path, array: np.memmap, record: dict[str, Any]) -> None:
+        shape = array.shape
         array.flush()
         del array
-        fsync_path(tmp)
-        os.replace(tmp, self.npy_path(source))
+        final = self.npy_path(source)
+        commit(tmp, final, lambda t: None if npy_shape(t) == shape else f"not an int16 array of shape {shape}")
         write_text_atomically(self.record_path(source), json.dumps(record) + "\n")
         self.skip_path(source).unlink(missing_ok=True)
 

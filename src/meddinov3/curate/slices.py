@@ -12,11 +12,13 @@ original slice is kept once):
 3. Resize (never crop) the square to ``size`` x ``size`` (256) with anti-aliased bilinear
    interpolation. The stored pixel spacing is therefore field-of-view / 256 (about 1.4-2 mm for
    body CT), recorded per volume in the manifest.
-4. Round to the nearest integer and clip to the int16 range; values stay in HU.
+4. Round to the nearest integer and clip to the int16 range; values stay in HU. Clipped values
+   are counted (`Clipping`): the manifest and the log say how many per source, and their range.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,39 @@ class SliceGeometry:
     pad_rows: tuple[int, int]  # (top, bottom) added in step 2
     pad_cols: tuple[int, int]  # (left, right)
     output_spacing: tuple[float, float]  # (x, y) mm of a stored pixel
+
+
+@dataclass
+class Clipping:
+    """The values of one source that storing as int16 clipped: how many, and the range they spanned."""
+
+    below: int = 0
+    above: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+
+    def count(self, values: torch.Tensor) -> None:
+        """Count the values of a rounded batch outside the int16 range (before they are clipped)."""
+        below, above = int((values < INT16_MIN).sum()), int((values > INT16_MAX).sum())
+        if below or above:
+            self.below, self.above = self.below + below, self.above + above
+            self.low, self.high = min(self.low, float(values.min())), max(self.high, float(values.max()))
+
+    @property
+    def voxels(self) -> int:
+        return self.below + self.above
+
+    def record(self) -> dict | None:
+        """For the manifest; None when nothing was clipped."""
+        if not self.voxels:
+            return None
+        return {"voxels": self.voxels, "below": self.below, "above": self.above, "range": [self.low, self.high]}
+
+    def describe(self) -> str:
+        return (
+            f"{self.voxels} voxel(s) outside the int16 range [{INT16_MIN}, {INT16_MAX}] clipped"
+            f" ({self.below} below, {self.above} above; values {self.low:g} to {self.high:g})"
+        )
 
 
 def plan_geometry(
@@ -68,16 +103,21 @@ def resize(batch: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     )
 
 
+def to_int16(batch: torch.Tensor, clipping: Clipping) -> np.ndarray:
+    batch = batch.round()
+    clipping.count(batch)
+    return batch.clamp_(INT16_MIN, INT16_MAX).to(torch.int16).numpy()
+
+
 def chunk_to_slices(
-    chunk: np.ndarray, geometry: SliceGeometry, size: int, pad_value: float
+    chunk: np.ndarray, geometry: SliceGeometry, size: int, pad_value: float, clipping: Clipping
 ) -> np.ndarray:
     # np.array copies: the chunk may be a read-only view of a SimpleITK buffer.
     batch = torch.from_numpy(np.array(chunk, dtype=np.float32)).unsqueeze(1)
-    batch = torch.nan_to_num(batch, nan=pad_value, posinf=INT16_MAX, neginf=INT16_MIN)
     batch = resize(batch, geometry.resampled_shape)
     batch = F.pad(batch, (*geometry.pad_cols, *geometry.pad_rows), value=pad_value)
     batch = resize(batch, (size, size))
-    return batch.squeeze(1).round_().clamp_(INT16_MIN, INT16_MAX).to(torch.int16).numpy()
+    return to_int16(batch.squeeze(1), clipping)
 
 
 def write_slices(
@@ -88,20 +128,22 @@ def write_slices(
     size: int,
     pad_value: float,
     chunk_slices: int,
-) -> SliceGeometry | None:
-    """Fill ``out`` (Z, size, size) int16 from ``voxels`` (Z, Y, X) HU, ``chunk_slices`` at a time.
+) -> tuple[SliceGeometry | None, Clipping]:
+    """Fill ``out`` (Z, size, size) int16 from ``voxels`` (Z, Y, X) HU (finite: the readers check),
+    ``chunk_slices`` at a time.
 
     ``spacing_xy=None`` marks slices already at corpus geometry: they are only rounded to int16.
-    Returns the geometry used (None for pre-curated slices).
+    Returns the geometry used (None for pre-curated slices) and what was clipped.
     """
     geometry = None
+    clipping = Clipping()
     if spacing_xy is not None:
         geometry = plan_geometry(voxels.shape[1:], spacing_xy, spacing_mm, size)
     for start in range(0, voxels.shape[0], chunk_slices):
         chunk = voxels[start : start + chunk_slices]
         if geometry is None:
-            stored = np.nan_to_num(np.asarray(chunk, dtype=np.float32), nan=pad_value)
-            out[start : start + len(chunk)] = np.clip(np.rint(stored), INT16_MIN, INT16_MAX)
+            stored = to_int16(torch.from_numpy(np.array(chunk, dtype=np.float32)), clipping)
         else:
-            out[start : start + len(chunk)] = chunk_to_slices(chunk, geometry, size, pad_value)
-    return geometry
+            stored = chunk_to_slices(chunk, geometry, size, pad_value, clipping)
+        out[start : start + len(chunk)] = stored
+    return geometry, clipping

@@ -38,8 +38,9 @@ class Source:
 
     @property
     def key(self) -> str:
-        """File-name-safe stable id of the source; names its shard."""
-        return hashlib.sha1(self.uid.encode("utf-8")).hexdigest()[:20]
+        """File-name-safe stable id of the source; names its shard. A name that is not UTF-8 keeps
+        its bytes (Python holds them as lone surrogates)."""
+        return hashlib.sha1(self.uid.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
     def fingerprint(self) -> list[int]:
         """(file count, total bytes, newest mtime in ns): changes when the source changes."""

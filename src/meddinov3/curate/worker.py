@@ -32,6 +32,7 @@ class Outcome:
     status: str
     n_slices: int = 0
     reason: str = ""
+    note: str = ""  # what a curated source should be told about (values clipped to int16)
 
 
 @contextmanager
@@ -91,15 +92,16 @@ def curate_volume(source: Source, store: ShardStore, volume: Volume, digests: li
     config = store.config
     tmp, out = store.open_partial_shard(source, volume.voxels.shape[0])
     in_plane = None if volume.spacing_xyz is None else volume.spacing_xyz[:2]
-    geometry = write_slices(
+    geometry, clipping = write_slices(
         volume.voxels, in_plane, out, config.spacing_mm, config.size, config.pad_value,
         config.chunk_slices,
     )
     hu_range = (int(out.min()), int(out.max())) if out.size else (0, 0)
     record = shard_record(source, store, volume, geometry, hu_range)
+    record["clipped"] = clipping.record()
     record[DIGESTS] = digests  # what `curate --check` compares with benchmark cases later
     store.commit(source, tmp, out, record)
-    return Outcome(source.uid, "curated", record["n_slices"])
+    return Outcome(source.uid, "curated", record["n_slices"], note=clipping.describe() if clipping.voxels else "")
 
 
 def skip(source: Source, store: ShardStore, reason: str) -> Outcome:

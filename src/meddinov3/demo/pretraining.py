@@ -26,7 +26,7 @@ def pretrain_settings(config: DemoConfig, corpus: Path, output: Path) -> dict[st
                  "num_workers": 4 if on_gpu else 0, "seed": config.seed},
         "crops": {"n_local": config.n_local_crops, "global_sizes": [config.global_crop],
                   "local_sizes": [config.local_crop]},
-        "model": {"init": None, "arch": config.backbone_preset, "arch_overrides": config.backbone_overrides(),
+        "model": {"init": "random", "arch": config.backbone_preset, "arch_overrides": config.backbone_overrides(),
                   "head_prototypes": config.head_prototypes, "head_hidden_dim": config.head_hidden_dim,
                   "head_bottleneck_dim": config.head_bottleneck_dim},
         "optim": {"iterations": iterations, "global_batch_size": config.pretrain_batch_size,

@@ -6,12 +6,11 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meddinov3.evaluation.summary import METRICS
+from meddinov3.io import atomic_write_texts
 
 PER_CASE_CSV = "evaluation_per_case.csv"
 SUMMARY_JSON = "evaluation_summary.json"
@@ -41,33 +40,10 @@ def _nan_to_none(value: object) -> object:
 
 
 def write_outputs(output_dir: Path, files: Mapping[str, str]) -> list[Path]:
-    """Write every file to a temporary name first, then move them all into place.
-
-    A failure while writing leaves no partial file behind and the previous outputs untouched.
-    """
+    """Every file written and checked under a temporary name, then all moved into place: a
+    failure (a full disk) leaves no partial file behind and the previous outputs untouched."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, text in files.items():
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=output_dir)
-            staged.append((Path(temporary), output_dir / name))
-            with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-                stream.write(text)
-            # mkstemp creates owner-only files; give the outputs the usual umask permissions.
-            Path(temporary).chmod(0o666 & ~_current_umask())
-    except BaseException:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        raise
-    for temporary, final in staged:
-        os.replace(temporary, final)
-    return [final for _, final in staged]
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic_write_texts(output_dir, files)
 
 
 def print_table(summary: Mapping[str, object], console) -> None:

@@ -1,12 +1,19 @@
-"""The one way every command reads an image, a label map or a DICOM series: whole and finite.
+"""The one way every command reads an image, a label map or a DICOM series: whole, finite, and
+with a geometry every reader agrees on.
 
 What SimpleITK and GDCM do without a word, and what is refused here, naming the file:
 - a NIfTI file whose data ends early (a cut-off .nii.gz stream, a short .nii) is read with the
   missing voxels set to 0: every NIfTI file is checked against its header first, the gzip
-  stream decompressed to its end-of-stream marker (with its checksum);
+  stream decompressed to its end-of-stream marker (with its checksum); a short MetaImage or NRRD
+  file is called truncated (SimpleITK says "No such file or directory"; see `data_length`);
+- a NIfTI header whose pixdim is 0 or negative, whose qform and sform disagree, or whose sform
+  SimpleITK does not follow is read with another geometry than the header's sform says, and a
+  spacing no CT or MR scan has is taken as it is (see `geometry`);
 - NaN and infinite voxels are kept, and become 0 or garbage further on;
-- an image with more axes than a volume (4D) goes on to fail deep inside a job.
-A DICOM series is read in `meddinov3.images.dicom`, with the same checks. MetaImage and NRRD files with short data make SimpleITK raise by itself; that error is passed on.
+- an image with more axes than a volume (4D) goes on to fail deep inside a job;
+- a file name that is not valid UTF-8 aborts the process inside SimpleITK (see
+  `meddinov3.filenames`).
+A DICOM series is read in `meddinov3.images.dicom`, with the same checks.
 """
 
 from __future__ import annotations
@@ -21,6 +28,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from meddinov3.errors import InputError
+from meddinov3.filenames import name_problem, shown
+from meddinov3.images.data_length import data_length_problem
+from meddinov3.images.geometry import (
+    itk_reading_problem,
+    nifti_geometry_problem,
+    read_nifti_header,
+    spacing_problem,
+)
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -35,8 +50,8 @@ class ImageFileError(InputError):
 
     def __init__(self, path: str | os.PathLike, problem: str):
         # Both in args, so that the error survives pickling between worker processes.
-        super().__init__(str(path), problem)
-        self.path, self.problem = str(path), problem
+        super().__init__(shown(path), problem)
+        self.path, self.problem = shown(path), problem
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
@@ -68,7 +83,8 @@ def _decompressed_size(path: Path) -> int:
 
 def nifti_problem(path: Path) -> str | None:
     """Why the NIfTI file at `path` cannot be trusted, or None: its data must be as long as its
-    header says, and floating-point voxels finite (SimpleITK reads NaN and infinity in NIfTI as 0)."""
+    header says, its geometry consistent (see `geometry`), and floating-point voxels finite
+    (SimpleITK reads NaN and infinity in NIfTI as 0)."""
     import nibabel
 
     if _is_gzip(path):
@@ -80,22 +96,26 @@ def nifti_problem(path: Path) -> str | None:
             return f"corrupt compressed data ({error})"
     else:
         size = path.stat().st_size
-    try:
-        image = nibabel.load(path)
-    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds on a damaged header
-        return f"not a readable NIfTI file ({error})"
-    header = image.header
+    header = read_nifti_header(path)
+    if header is None:
+        return "not a readable NIfTI file (no NIfTI-1 or NIfTI-2 header)"
     voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-    # The image keeps the offset on its data proxy (its copy of the header says 0).
-    expected = int(image.dataobj.offset) + voxels * header.get_data_dtype().itemsize
+    # The data of a single file starts after the header and its 4-byte extension flag at the least.
+    offset = max(int(header["vox_offset"]), int(header["sizeof_hdr"]) + 4)
+    expected = offset + voxels * header.get_data_dtype().itemsize
     if size < expected:
         return (
             f"truncated: the header describes {expected} bytes of header and voxels, the file holds {size}"
             " (cut off while copying or downloading?)"
         )
-    if header.get_data_dtype().kind in "fc":
-        return non_finite_problem(np.asarray(image.dataobj.get_unscaled()))
-    return None
+    problem = nifti_geometry_problem(header)
+    if problem or header.get_data_dtype().kind not in "fc":
+        return problem
+    try:
+        image = nibabel.load(path)
+    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds on a damaged header
+        return f"not a readable NIfTI file ({error})"
+    return non_finite_problem(np.asarray(image.dataobj.get_unscaled()))
 
 
 def non_finite_problem(values: np.ndarray) -> str | None:
@@ -113,10 +133,9 @@ def check_image_file(path: str | os.PathLike) -> Path:
         raise ImageFileError(path, "no such file")
     if not path.is_file():
         raise ImageFileError(path, "is a folder, not an image file")
-    if is_nifti(path):
-        problem = nifti_problem(path)
-        if problem:
-            raise ImageFileError(path, problem)
+    problem = name_problem(path) or (nifti_problem(path) if is_nifti(path) else data_length_problem(path))
+    if problem:
+        raise ImageFileError(path, problem)
     return path
 
 
@@ -126,15 +145,24 @@ def read_image(path: str | os.PathLike, dimensions: Sequence[int] = (3,)) -> sit
     import SimpleITK as sitk
 
     path = check_image_file(path)
+    shown_warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's geometry warnings: refused below instead
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise ImageFileError(path, f"cannot read it as an image: {itk_message(error)}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown_warnings)
+    if is_nifti(path):
+        problem = itk_reading_problem(read_nifti_header(path), image)
+        if problem:
+            raise ImageFileError(path, problem)
     return checked_image(image, path, dimensions)
 
 
 def checked_image(image: sitk.Image, source: str | os.PathLike, dimensions: Sequence[int] = (3,)) -> sitk.Image:
-    """`image` with trailing length-1 axes dropped, after the checks `read_image` promises."""
+    """`image` with trailing length-1 axes dropped, after the checks `read_image` promises of
+    any image: one value per voxel, the dimensions, a plausible spacing, finite voxels."""
     components = image.GetNumberOfComponentsPerPixel()
     if components != 1:
         raise ImageFileError(source, f"{components} values per voxel (a colour or vector image); expected one")
@@ -144,6 +172,9 @@ def checked_image(image: sitk.Image, source: str | os.PathLike, dimensions: Sequ
         raise ImageFileError(
             source, f"a {image.GetDimension()}D image of size {image.GetSize()}; expected a {expected} image"
         )
+    problem = spacing_problem(image.GetSpacing())
+    if problem:
+        raise ImageFileError(source, problem)
     _check_finite(image, source)
     return image
 
@@ -182,6 +213,9 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     """Size and spacing of an image from its header alone (a quick look, not a check of the data)."""
     import SimpleITK as sitk
 
+    problem = name_problem(path)
+    if problem:
+        raise ImageFileError(path, problem)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

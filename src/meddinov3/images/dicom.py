@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from meddinov3.filenames import name_problem
 from meddinov3.images import ImageFileError, checked_image, itk_message
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ def find_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
     import SimpleITK as sitk
 
     folder = Path(folder)
+    # GDCM lists the folder itself: every name in it must be one SimpleITK can take.
+    for path in (folder, *sorted(folder.iterdir())):
+        problem = name_problem(path)
+        if problem:
+            raise ImageFileError(path, problem)
     series = {
         uid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
         for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))

@@ -75,6 +75,19 @@ def weights_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> s
     return "; ".join(problems) or None
 
 
+def classes_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any], num_outputs: int) -> int | None:
+    """The number of classes `found` (a state dict) predicts when that is all that keeps it from
+    fitting a network of `num_outputs` outputs (the output layers differ in their first axis
+    only); None otherwise."""
+    if set(expected) != set(found):
+        return None
+    reshaped = [k for k in expected if tuple(found[k].shape) != tuple(expected[k].shape)]
+    counts = {found[k].shape[0] for k in reshaped if found[k].ndim and expected[k].shape[0] == num_outputs
+              and tuple(found[k].shape[1:]) == tuple(expected[k].shape[1:])}
+    outputs_only = len(counts) == 1 and all(expected[k].shape[0] == num_outputs for k in reshaped)
+    return counts.pop() if reshaped and outputs_only else None
+
+
 def _build_network(model_dir: Path, trainer_name: str, plans_manager, configuration_manager, num_inputs, num_outputs):
     from meddinov3.errors import InputError
     from meddinov3.nnunet.trainer_classes import trainer_class
@@ -121,6 +134,12 @@ def load_trained_model(
     )
     parameters = [network_state(c) for c in checkpoints]
     for path, state in zip(files, parameters):
+        classes = classes_mismatch(network.state_dict(), state, num_outputs)
+        if classes is not None:
+            raise NnUNetSetupError(
+                f"{path}: its network predicts {classes} classes, but {model_dir / 'dataset.json'} defines"
+                f" {num_outputs} ({', '.join(map(str, dataset_json['labels']))}): the dataset.json of another model?"
+            )
         mismatch = weights_mismatch(network.state_dict(), state)
         if mismatch:
             raise NnUNetSetupError(

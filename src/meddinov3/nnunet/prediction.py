@@ -13,107 +13,23 @@ steps, run on the prediction device by `meddinov3.nnunet.inference` (shared with
 from __future__ import annotations
 
 import os
-import re
+import sys
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from meddinov3.errors import InputError
 from meddinov3.datasets import read_dataset_json
-from meddinov3.images import read_image
-from meddinov3.images.dicom import DicomSeries, find_dicom_series, read_dicom_series
 from meddinov3.folders import STALE_SUFFIX, mark_stale, writable_folder
+from meddinov3.nnunet.label_maps import remove_leftovers, unfinished, write_label_map
 from meddinov3.nnunet.model_folder import load_trained_model, model_checkpoints
-
-NIFTI_ENDINGS = (".nii.gz", ".nii")
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
-
-class PredictionInputError(InputError, ValueError):
-    """Input files that cannot be segmented as given; the message names them."""
-
-
-@dataclass
-class Case:
-    name: str
-    files: list[str]  # one file per input channel, in channel order
-
-
-def _strip_nifti_ending(filename: str) -> str | None:
-    for ending in NIFTI_ENDINGS:
-        if filename.endswith(ending):
-            return filename[: -len(ending)]
-    return None
-
-
-def _nifti_cases(files: Sequence[Path], num_channels: int) -> list[Case]:
-    """Group NIfTI files into cases by nnU-Net's `CASE_XXXX` channel naming (needed for several
-    channels); for one channel, `CASE_0000` files are named CASE and any other file by its stem."""
-    stems = {f: _strip_nifti_ending(f.name) for f in files}
-    channel_named = {f: _CHANNEL_SUFFIX.match(s) for f, s in stems.items()}
-    all_channel_zero = all(m is not None and int(m["channel"]) == 0 for m in channel_named.values())
-    if num_channels > 1 or all_channel_zero:
-        cases: dict[str, dict[int, str]] = {}
-        for f, match in channel_named.items():
-            if match is None:
-                raise PredictionInputError(
-                    f"{f}: the model takes {num_channels} channels; name inputs CASE_0000.nii.gz ... "
-                    f"CASE_{num_channels - 1:04d}.nii.gz"
-                )
-            cases.setdefault(match["case"], {})[int(match["channel"])] = str(f)
-        result = []
-        for name, channels in sorted(cases.items()):
-            if sorted(channels) != list(range(num_channels)):
-                raise PredictionInputError(
-                    f"case {name!r}: found channels {sorted(channels)}, the model needs 0..{num_channels - 1}"
-                )
-            result.append(Case(name, [channels[c] for c in range(num_channels)]))
-        return result
-    return [Case(stems[f], [str(f)]) for f in sorted(files)]
-
-
-def _dicom_to_nifti(series: DicomSeries, target: Path) -> None:
-    import SimpleITK as sitk
-
-    image, _ = read_dicom_series(series)
-    sitk.WriteImage(image, str(target), True)
-
-
-def existing_input(input_path: str | os.PathLike) -> Path:
-    path = Path(input_path)
-    if not path.exists():
-        raise PredictionInputError(f"{path}: no such file or folder")
-    return path
-
-
-def collect_cases(input_path: str | os.PathLike, num_channels: int, scratch: Path) -> list[Case]:
-    """Cases from a NIfTI file, a folder of NIfTI files, or a DICOM series folder.
-
-    DICOM series are converted to NIfTI in `scratch` first (geometry kept); a folder holding
-    several series gives one case per series.
-    """
-    path = existing_input(input_path)
-    if path.is_file():
-        if _strip_nifti_ending(path.name) is None:
-            raise PredictionInputError(f"{path}: expected a NIfTI file (.nii or .nii.gz) or a DICOM series folder")
-        return _nifti_cases([path], num_channels)
-    niftis = [f for f in path.iterdir() if f.is_file() and _strip_nifti_ending(f.name) is not None]
-    if niftis:
-        return _nifti_cases(niftis, num_channels)
-    series = find_dicom_series(path)
-    if not series:
-        raise PredictionInputError(f"{path}: contains neither NIfTI files nor a DICOM series")
-    if num_channels != 1:
-        raise PredictionInputError(f"{path}: DICOM input supports single-channel models, this one takes {num_channels}")
-    cases = []
-    for one in series:
-        name = path.name if len(series) == 1 else f"{path.name}_{one.uid}"
-        target = scratch / f"{name}.nii.gz"
-        _dicom_to_nifti(one, target)
-        cases.append(Case(name, [str(target)]))
-    return cases
+from meddinov3.nnunet.prediction_inputs import (
+    Case,
+    check_inputs,
+    check_output_folder,
+    collect_cases,
+    existing_input,
+)
 
 
 def load_predictor(
@@ -168,21 +84,23 @@ def prediction_precision(predictor: Any, requested: str | None = None) -> str | 
         return default_precision(predictor.device)
 
 
-def _segment_case(case_predictor: Any, case: Case, output: Path) -> None:
+def _segment_case(case_predictor: Any, case: Case, output: Path, ending: str) -> None:
     predictor = case_predictor.predictor
-    data, properties = predictor.plans_manager.image_reader_writer_class().read_images(case.files)
+    reader_writer = predictor.plans_manager.image_reader_writer_class()
+    data, properties = reader_writer.read_images(case.files)
     segmentation = case_predictor.labels(data, properties["spacing"])
-    partial = output.with_name(f".partial_{output.name}")
-    predictor.plans_manager.image_reader_writer_class().write_seg(segmentation, str(partial), properties)
-    os.replace(partial, output)
+    write_label_map(reader_writer, segmentation, properties, output, ending)
 
 
-def check_inputs(cases: Sequence[Case]) -> None:
-    """Read every input file whole (see `meddinov3.images`) before the model is loaded: a bad
-    file stops the run naming it, before any output is written."""
-    for case in cases:
-        for file in case.files:
-            read_image(file)
+def _done(case: Case, output: Path) -> bool:
+    """Whether an earlier run finished `case`: its label map is there, whole, on the scan's grid."""
+    if not output.exists():
+        return False
+    problem = unfinished(output, case.files[0])
+    if problem:
+        print(f"note: redoing case {case.name}: its label map {output} is incomplete or not its scan's ({problem})",
+              file=sys.stderr)
+    return problem is None
 
 
 def predict(
@@ -207,15 +125,16 @@ def predict(
     """
     from rich.progress import Progress
 
-    existing_input(input_path)
+    source = existing_input(input_path)
     model_checkpoints(model_dir, folds, checkpoint_name)
     out = writable_folder(output_folder, "--output")
+    check_output_folder(source, out)
     description = read_dataset_json(model_dir)
     ending = description.raw["file_ending"]
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meddinov3_predict_")))
         cases = collect_cases(input_path, description.num_channels, scratch)
-        todo = [case for case in cases if overwrite or not (out / f"{case.name}{ending}").exists()]
+        todo = [case for case in cases if overwrite or not _done(case, out / f"{case.name}{ending}")]
         check_inputs(todo)
         if todo:
             from meddinov3.nnunet.inference import CasePredictor
@@ -229,7 +148,8 @@ def predict(
         progress = stack.enter_context(Progress(disable=not show_progress))
         task = progress.add_task("segmenting", total=len(todo))
         for case in todo:
-            _segment_case(case_predictor, case, out / f"{case.name}{ending}")
+            remove_leftovers(out / f"{case.name}{ending}", ending)
+            _segment_case(case_predictor, case, out / f"{case.name}{ending}", ending)
             (out / f"{case.name}{ending}{STALE_SUFFIX}").unlink(missing_ok=True)
             progress.advance(task)
     return [out / f"{case.name}{ending}" for case in cases]

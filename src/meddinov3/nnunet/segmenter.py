@@ -21,6 +21,7 @@ import numpy as np
 
 from meddinov3.errors import InputError
 from meddinov3.images import checked_image, non_finite_problem
+from meddinov3.images.geometry import spacing_problem
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -39,6 +40,9 @@ def _checked_spacing(spacing: Any) -> list[float]:
         raise ArrayInputError(f"spacing: expected three numbers (sz, sy, sx) in mm, got {spacing!r}") from None
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
         raise ArrayInputError(f"spacing: expected three positive, finite numbers (sz, sy, sx) in mm, got {spacing!r}")
+    problem = spacing_problem(values)
+    if problem:
+        raise ArrayInputError(f"spacing: {problem}")
     return values
 
 

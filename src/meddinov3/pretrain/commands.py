@@ -9,15 +9,28 @@ import typer
 
 
 def check_paths(config) -> None:
-    """The corpus and the output folder, checked before torch loads."""
+    """The corpus, the weights to start from, the Gram teacher and the output folder, checked
+    before the models are built. Weights named on the Hub are fetched here (or found in its cache)."""
+    from meddinov3.backbone.hub import resolve_weights
     from meddinov3.curate.shards import MANIFEST_FILE
     from meddinov3.errors import InputError
     from meddinov3.folders import writable_folder
+    from meddinov3.pretrain.config import RANDOM_INIT
 
     corpus = config.data.corpus
     if corpus and not (Path(corpus) / MANIFEST_FILE).is_file():
         raise InputError(
             f"data.corpus {corpus}: not a curated corpus (no {MANIFEST_FILE}); create one with `meddinov3 curate`"
+        )
+    init = config.model.init
+    if init != RANDOM_INIT and not resolve_weights(init).exists():
+        raise InputError(f"model.init {init}: no such file or folder (or model.init=random)")
+    teacher = config.gram.teacher
+    if config.gram.enabled and teacher and not resolve_weights(teacher).exists():
+        raise InputError(
+            f"gram.teacher {teacher}: no such file; stage 1 keeps its EMA teacher at the iterations of "
+            "run.keep_teacher_at (snapshots/iteration_N/teacher_checkpoint.pth); gram.teacher=null takes the "
+            "teacher model.init starts from"
         )
     writable_folder(config.run.output_dir, "run.output_dir")
 

@@ -17,6 +17,7 @@ import yaml
 
 from meddinov3.overrides import apply_values, nested, parse_assignment
 from meddinov3.precision import PRECISION_CHOICES
+from meddinov3.pretrain.lr_scaling import scaled_rates
 
 
 @dataclass
@@ -81,13 +82,17 @@ class MaskConfig:
     max_fraction: float = 0.5
 
 
+RANDOM_INIT = "random"  # model.init for a randomly initialised `model.arch`
+
+
 @dataclass
 class ModelConfig:
-    # Checkpoint to start from: official DINOv3, MedDINOv3 teacher, or an export of this trainer.
-    # Heads are taken from it when it has them (MedDINOv3 layout), else initialised randomly.
-    init: Optional[str] = None
-    # Preset and overrides used when `init` is empty (random initialisation) or to override
-    # architecture fields of the loaded checkpoint (e.g. rope_rescale_coords).
+    # Weights to start from (a file, folder or Hub name: official DINOv3, MedDINOv3 teacher, an
+    # export of this trainer), or "random". Heads are taken from it when it has them (MedDINOv3
+    # layout), else initialised randomly. Default: the paper's stage-1 start, DINOv3 ViT-B/16 LVD-1689M.
+    init: Optional[str] = "dinov3-vitb16"
+    # Preset and overrides used when `init` is "random", or to override architecture fields of
+    # the loaded checkpoint (e.g. rope_rescale_coords).
     arch: str = "vitb16"
     arch_overrides: dict[str, Any] = field(default_factory=dict)
     drop_path_rate: float = 0.1
@@ -142,8 +147,14 @@ class GramConfig:
 class OptimConfig:
     iterations: int = 100_000
     global_batch_size: int = 512
+    # Base rates; the run trains with them scaled by `scaling_rule` at its global batch
+    # (pretrain/lr_scaling.py), and validate() records the result in the two fields after them.
     lr: float = 2e-4
     min_lr: float = 1e-6
+    scaling_rule: str = "sqrt_wrt_1024"
+    scale_min_lr: bool = False
+    lr_effective: Optional[float] = None
+    min_lr_effective: Optional[float] = None
     warmup_iterations: int = 12_500
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
@@ -183,6 +194,9 @@ class RunConfig:
     precision: str = "auto"
     device: str = "auto"
     seed: int = 0
+    # Keep the EMA teacher after these iterations, in the release layout, under snapshots/
+    # (stage 2's Gram teacher is such a snapshot of stage 1).
+    keep_teacher_at: list[int] = field(default_factory=list)
     # Stop after this many iterations in this invocation (the schedule still spans optim.iterations).
     stop_after: Optional[int] = None
     resume: bool = True
@@ -223,6 +237,13 @@ class PretrainConfig:
             raise ValueError(f"eval.every must be 0 (only at the end) or a positive interval, got {self.eval.every}")
         if self.optim.global_batch_size < 1 or self.optim.iterations < 1:
             raise ValueError("optim.global_batch_size and optim.iterations must be positive")
+        if not self.model.init:
+            raise ValueError("model.init is empty: name the weights to start from (a file or a Hub name such as "
+                             "dinov3-vitb16) or write model.init=random")
+        if any(not isinstance(i, int) or i < 1 for i in self.run.keep_teacher_at):
+            raise ValueError(f"run.keep_teacher_at must list positive iterations, got {self.run.keep_teacher_at!r}")
+        rates = scaled_rates(self.optim)
+        self.optim.lr_effective, self.optim.min_lr_effective = rates.lr, rates.min_lr
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -4,8 +4,9 @@ One iteration (teacher targets, student loss, AdamW step, EMA update) is `Pretra
 Runs as one process or under torchrun (DDP: gradients averaged over ranks; Sinkhorn-Knopp and
 centering reduced over ranks, so the targets are those of the global batch). Writes to
 `run.output_dir`: `checkpoint.pth` (resume), `metrics.jsonl` (one line per iteration),
-`config.yaml`, `learning.png` (the learning monitors, see `monitors.py`), and at the end `export/`
-(teacher in the MedDINOv3 layout + safetensors backbone).
+`config.yaml` (with the learning rates trained with beside the base ones), `learning.png` (the
+learning monitors, see `monitors.py`), `snapshots/iteration_N/` (the EMA teacher after each of
+`run.keep_teacher_at`) and at the end `export/` (teacher in the MedDINOv3 layout + safetensors backbone).
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import yaml
 from torch.utils.data import DataLoader
 
 from meddinov3.io import atomic_write_text
-from meddinov3.pretrain.checkpoint import CHECKPOINT_NAME, export_teacher, load_checkpoint, save_checkpoint
+from meddinov3.pretrain.checkpoint import (
+    CHECKPOINT_NAME, EXPORT_DIR, export_teacher, load_checkpoint, save_checkpoint, snapshot_folder,
+)
 from meddinov3.pretrain.collate import collate_multicrop
 from meddinov3.pretrain.config import PretrainConfig
+from meddinov3.pretrain.lr_scaling import describe as describe_lr
 from meddinov3.pretrain.data import ConcatSlices, PretrainDataset, ShardedBatchSampler, build_corpus
 from meddinov3.pretrain.metrics import METRICS_NAME, read_metrics
 from meddinov3.pretrain.distributed import DistInfo, init_distributed, rank_device
@@ -116,6 +120,10 @@ def _iterate(
                         log.warning(warning)
                 progress.advance(task)
             done = trainer.iteration
+            if done in cfg.run.keep_teacher_at and is_main:
+                # Before the checkpoint of this iteration: a resumed run never lacks a snapshot it passed.
+                kept = export_teacher(trainer.teacher, snapshot_folder(output, done))
+                log.info("kept the EMA teacher after iteration %d: %s", done, kept["teacher_checkpoint"])
             if done % cfg.run.checkpoint_every == 0 and done < end:
                 _save(trainer, output, is_main)
     return history
@@ -148,17 +156,23 @@ def train(config: PretrainConfig) -> TrainResult:
 def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
     corpus = build_corpus(config)  # fails early, before models are built, if there is no data
     output = Path(config.run.output_dir)
+    config.validate()  # records the learning rates trained with in config.yaml, beside the base ones
+    trainer = Pretrainer(config, device, dist_info)  # reads (and checks) model.init before any file is written
     if dist_info.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    trainer = Pretrainer(config, device, dist_info)
     checkpoint = output / CHECKPOINT_NAME
     if config.run.resume and checkpoint.exists():
         trainer.load_state_dict(load_checkpoint(checkpoint))
         log.info("resumed from %s at iteration %d", checkpoint, trainer.iteration)
     if dist_info.is_main:
         _trim_metrics(output / METRICS_NAME, trainer.iteration)
+        # After the models are built: a bad model.init is the only line a failed start prints.
+        log.info("%s", describe_lr(config.optim))
+        beyond = [i for i in config.run.keep_teacher_at if i > config.optim.iterations]
+        if beyond:
+            log.warning("run.keep_teacher_at %s: beyond optim.iterations %d, never kept", beyond, config.optim.iterations)
 
     total = config.optim.iterations
     end = total if config.run.stop_after is None else min(total, trainer.iteration + config.run.stop_after)
@@ -173,5 +187,5 @@ def _train(config: PretrainConfig, device: torch.device, dist_info: DistInfo) ->
         learning_figure(read_metrics(output / METRICS_NAME), output / LEARNING_FIGURE)
     exported = None
     if trainer.iteration >= total and dist_info.is_main:
-        exported = export_teacher(trainer.teacher, output)
+        exported = export_teacher(trainer.teacher, output / EXPORT_DIR)
     return TrainResult(iteration=trainer.iteration, history=history, exported=exported)

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from meddinov3.backbone import build_backbone, load_backbone
 from meddinov3.precision import autocast, resolve_precision
 from meddinov3.pretrain.checkpoint import head_states
-from meddinov3.pretrain.config import PretrainConfig
+from meddinov3.pretrain.config import RANDOM_INIT, PretrainConfig
 from meddinov3.pretrain.distributed import DistInfo, all_reduce_mean, gather_objects
 from meddinov3.pretrain.monitors import learning_monitors
 from meddinov3.pretrain.model import DINOv3Objective, GramTeacher, SSLNetwork, build_heads, update_ema
@@ -30,17 +30,38 @@ from meddinov3.pretrain.schedules import schedule_values
 log = logging.getLogger("meddinov3.pretrain")
 
 
+@torch.no_grad()
+def zero_masked_key_bias(backbone: torch.nn.Module) -> None:
+    """DINOv3 multiplies its key bias by a stored 0: the official .pth keeps values there that no
+    forward pass uses and no gradient or weight decay changes, the Hugging Face layout keeps none.
+    Zeroed, a start from either holds the same tensors, so its runs and exports are the same."""
+    for module in backbone.modules():
+        mask = getattr(module, "bias_mask", None)
+        if mask is not None and module.bias is not None:
+            module.bias.mul_(mask.to(module.bias.dtype))
+
+
 def build_student(config: PretrainConfig) -> SSLNetwork:
-    """Backbone from `model.init` (any supported layout) or a random preset, plus the two heads."""
+    """Backbone from `model.init` (any supported layout, or "random": the `model.arch` preset), plus the two heads."""
     m = config.model
     overrides = {"drop_path_rate": m.drop_path_rate, **m.arch_overrides}
-    backbone = load_backbone(m.init, **overrides) if m.init else build_backbone(m.arch, **overrides)
+    from_weights = m.init != RANDOM_INIT
+    if not from_weights and not m.head_batchnorm:
+        # The from-scratch recipe's heads have BatchNorm; the stage recipes' do not, and stay uniform.
+        log.warning(
+            "model.init=random: starting from random weights with the stage recipe's heads, which do not learn "
+            "from random weights at small scale (the DINO loss stays at ln K). The paper starts from DINOv3 "
+            "ViT-B/16 (model.init=dinov3-vitb16); the from-scratch recipe is --config tiny (README, "
+            "'Pretraining from scratch')."
+        )
+    backbone = load_backbone(m.init, **overrides) if from_weights else build_backbone(m.arch, **overrides)
+    zero_masked_key_bias(backbone)
     dino_head, ibot_head = build_heads(
         backbone.embed_dim, m.head_prototypes, m.head_hidden_dim, m.head_bottleneck_dim, m.head_layers, m.head_init,
         m.head_batchnorm,
     )
     network = SSLNetwork(backbone, dino_head, ibot_head)
-    if m.init:
+    if from_weights:
         for name, state in head_states(m.init).items():
             head = getattr(network, name)
             try:
@@ -92,7 +113,13 @@ class Pretrainer:
         return self.student.backbone.patch_size
 
     def _build_gram_teacher(self) -> GramTeacher:
-        source = load_backbone(self.config.gram.teacher).to(self.device) if self.config.gram.teacher else self.teacher.backbone
+        path = self.config.gram.teacher
+        if path:
+            log.info("Gram teacher: %s", path)
+            source = load_backbone(path).to(self.device)
+        else:
+            log.info("Gram teacher: the EMA teacher of model.init (%s)", self.config.model.init)
+            source = self.teacher.backbone
         gram = GramTeacher(self.teacher.backbone, self.config.gram)
         gram.refresh_from(source)
         return gram

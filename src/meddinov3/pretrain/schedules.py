@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from meddinov3.pretrain.config import PretrainConfig
+from meddinov3.pretrain.lr_scaling import scaled_rates
 
 
 def warmup_cosine(iteration: int, total: int, peak: float, end: float, warmup: int = 0, start: float = 0.0) -> float:
@@ -44,7 +45,8 @@ class ScheduleValues:
 def schedule_values(config: PretrainConfig, iteration: int) -> ScheduleValues:
     optim, loss, gram = config.optim, config.loss, config.gram
     total = optim.iterations
-    lr = warmup_cosine(iteration, total, optim.lr, optim.min_lr, optim.warmup_iterations)
+    rates = scaled_rates(optim)
+    lr = warmup_cosine(iteration, total, rates.lr, rates.min_lr, optim.warmup_iterations)
     return ScheduleValues(
         lr=lr,
         # DINO freezes the prototypes at first: learning them before the backbone settles collapses them.
