@@ -15,10 +15,7 @@ from rich.console import Console
 
 from meddinov3.demo.chance import expected_random_dice
 from meddinov3.demo.config import DemoConfig, demo_config
-from meddinov3.demo.findings import (
-    PretrainingOutcome, few_label_sentence, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
-)
-from meddinov3.demo.pipeline import check_settings, closing_note
+from meddinov3.demo.pipeline import check_settings
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace
 
@@ -108,6 +105,20 @@ def test_output_folder_keeps_its_settings(tmp_path):
         check_settings(other, force=False)
     check_settings(other, force=True)
     assert json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["seed"] == 5
+
+
+def test_demo_command_passes_the_schedule_options_into_the_settings(tmp_path):
+    """`meddinov3 demo --pretrain-iterations N --few-label-epochs M` (the README's longer run) reach the
+    run's settings: against a folder holding the default run they are named as what differs."""
+    from typer.testing import CliRunner
+
+    from meddinov3.cli import app
+
+    check_settings(Workspace(tmp_path, demo_config("small")), force=False)
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--pretrain-iterations", "1800",
+                                      "--few-label-epochs", "24"], env={"COLUMNS": "200"})
+    assert result.exit_code != 0
+    assert "few_label_epochs, pretrain_iterations differ" in " ".join(result.output.split())
 
 
 def test_nnunet_imported_with_other_folders_is_refused(tmp_path):
@@ -223,73 +234,6 @@ def test_probe_step_scores_both_backbones_and_resumes_from_its_feature_cache(tmp
     assert again.summary["mean_dice"] == means, "same seed, same features: same scores"
 
 
-def outcome(fraction: float) -> PretrainingOutcome:
-    return PretrainingOutcome(200, fraction, 2.0, 5.0)
-
-
-def probe_summary(pretrained: float, random: float) -> dict:
-    return {"mean_dice": {"pretrained": pretrained, "random": random},
-            "dice": {"pretrained": {"liver": pretrained, "aorta": pretrained},
-                     "random": {"liver": random, "aorta": random}}}
-
-
-def few_rows(low: float, high: float, difference: float = 0.08) -> list[dict]:
-    """A comparison with 1 labelled case (pretrained leads by `difference`) and the full-data row."""
-    return [{"count": 1, "all": False, "pretrained": 0.40 + difference, "random": 0.40, "difference": difference,
-             "low": low, "high": high, "n_cases": 8},
-            {"count": 20, "all": True, "pretrained": 0.70, "random": 0.705, "difference": -0.005, "low": -0.02,
-             "high": 0.01, "n_cases": 8}]
-
-
-def test_findings_say_which_measurement_shows_the_pretraining_gain():
-    tuned_equal = {"pretrained": 0.70, "random": 0.705}
-    few_shown = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(0.03, 0.12))
-    assert few_shown.startswith("Pretraining pays where labels are few: with 1 labelled case the pretrained init "
-                                "leads (+8.0 points, 95 % interval +3.0 to +12.0).")
-    assert "With all 20 labelled cases fine-tuning does not show a gain" in few_shown
-    assert "random init catches up" in few_shown and "segment 15.0 points better" in few_shown
-    unclear = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(-0.01, 0.12))
-    assert unclear.startswith("With 1 labelled case this run shows no clear gain from pretraining (+8.0 points, "
-                              "95 % interval -1.0 to +12.0)")
-    small = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(0.001, 0.03, difference=0.01))
-    assert "no clear gain" in small, "a gain below the margin is not read as one, whatever its interval"
-    worse = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(-0.12, -0.03, difference=-0.08))
-    assert worse.startswith("With 1 labelled case random initialisation does better (-8.0 points")
-    both = verdict(outcome(0.6), probe_summary(0.55, 0.40), {"pretrained": 0.75, "random": 0.70}, few_rows(0.03, 0.12))
-    assert "With all 20 labelled cases fine-tuning shows a gain too (+5.0 points)" in both
-    no_probe = verdict(outcome(0.6), probe_summary(0.40, 0.41), tuned_equal, few_rows(0.03, 0.12))
-    assert no_probe.endswith("The frozen features score no better than random ones, though.")
-    neither = verdict(outcome(0.999), probe_summary(0.40, 0.41), tuned_equal, few_rows(-0.01, 0.02, 0.0))
-    assert "Neither fine-tuning nor the frozen-feature probe" in neither and "never left the uniform" in neither
-    learned_but_flat = verdict(outcome(0.6), probe_summary(0.40, 0.41), {"pretrained": 0.60, "random": 0.70},
-                               few_rows(-0.01, 0.02, 0.0))
-    assert "favours random initialisation by 10.0 points" in learned_but_flat
-    assert "left the uniform prediction, but" in learned_but_flat
-
-    sentence = few_label_sentence(few_rows(0.03, 0.12), 480, 8)
-    assert "(480 iterations per run;" in sentence and "on the 8 held-out cases" in sentence
-    assert ("1 labelled case: 48.0 % pretrained vs 40.0 % random (+8.0 points, 95 % interval +3.0 to +12.0); "
-            "all 20 labelled cases: 70.0 % pretrained vs 70.5 % random (-0.5 points") in sentence
-    note = closing_note({"dino_fraction": 0.8, "probe_mean_dice": {"pretrained": 0.55, "random": 0.40},
-                         "mean_dice": tuned_equal, "few_labels": few_rows(0.03, 0.12), "verdict": few_shown})
-    assert ("pretrained vs random init - 1 labelled case: 48.0 % vs 40.0 % (+8.0 points, 95 % interval +3.0 to "
-            "+12.0); all training cases: 70.0 % vs 70.5 %.") in note
-    assert note.endswith(few_shown)
-
-    assert "55.0 % with the pretrained backbone and 40.0 % with its random twin (+15.0 points; better on 2 of 2" \
-        in probe_sentence(probe_summary(0.55, 0.40))
-    assert "did not learn" in pretraining_sentence(outcome(0.99))
-    assert "left the uniform prediction" in pretraining_sentence(outcome(0.97))
-    metrics = [{"iteration": 0, "loss": 9.0}, {"iteration": 9, "dino_global_frac": 0.8, "teacher_entropy": 1.5,
-                                                 "teacher_mean_entropy": 4.0}]
-    assert pretraining_outcome(metrics) == PretrainingOutcome(10, 0.8, 1.5, 4.0)
-    noisy = [{"iteration": i, "dino_global_frac": f, "teacher_entropy": 1.0, "teacher_mean_entropy": 2.0}
-             for i, f in enumerate([1.0, 0.9, 0.88, 0.86, 0.9, 0.82])]
-    assert pretraining_outcome(noisy).dino_fraction == pytest.approx(0.872), "the mean of the last five logs"
-    with pytest.raises(ValueError, match="dino_global_frac"):
-        pretraining_outcome([{"iteration": 0, "loss": 9.0}])
-
-
 @pytest.mark.slow
 def test_make_demo_command_end_to_end(tmp_path):
     """The README's `make demo` command line, in a fresh process: every organ segmented on the
@@ -297,6 +241,7 @@ def test_make_demo_command_end_to_end(tmp_path):
     monitors, the few-label and the full-data fine-tuning comparisons in that order with every
     figure drawn in a real browser, the few-label table and a closing note with the measured
     numbers, and a second run that only reuses results."""
+    from test_demo_few_labels import check_few_label_results, table_row
     from test_demo_report import decoded_data_png, dump_dom, images_in, png_size
 
     out = tmp_path / "demo_out"
@@ -329,31 +274,9 @@ def test_make_demo_command_end_to_end(tmp_path):
     printed = " ".join(first.stdout.split())  # the console wraps lines at its width
     assert note in printed and summary["verdict"] in printed
 
-    # The few-label comparison: both inits on the same nested subsets, scored on the same held-out
-    # cases; each row's numbers are the evaluations on disk, the full-data row last.
-    config = demo_config("small")
+    # The few-label comparison (test_demo_few_labels): numbers from the evaluations on disk, printed.
     rows = summary["few_labels"]
-    assert [(row["count"], row["all"]) for row in rows] == [(c, False) for c in config.few_label_counts] + [
-        (config.train_cases, True)]
-    runs = json.loads((out / "steps" / "train_few.json").read_text(encoding="utf-8"))["summary"]["runs"]
-    for count in config.few_label_counts:
-        cases = [run["cases"] for run in runs if run["count"] == count]
-        assert len(cases) == 2 and cases[0] == cases[1] and len(cases[0]) == count
-    for row in rows:
-        means = {}
-        for init in ("pretrained", "random"):
-            folder = out / "evaluation" / init if row["all"] else out / "few_labels" / f"{row['count']}_cases" / "evaluation" / init
-            evaluation = json.loads((folder / "evaluation_summary.json").read_text(encoding="utf-8"))
-            assert evaluation["n_cases"] == config.test_cases
-            means[init] = evaluation["mean_over_labels"]["dice"]
-        assert row["difference"] == pytest.approx(means["pretrained"] - means["random"], abs=1e-12)
-        assert row["low"] <= row["difference"] <= row["high"] and row["n_cases"] == config.test_cases
-        measured = (f"{100 * means['pretrained']:.1f} % vs {100 * means['random']:.1f} %")
-        if not row["all"]:
-            measured = (f"{row['count']} labelled case{'' if row['count'] == 1 else 's'}: {measured} "
-                        f"({100 * row['difference']:+.1f} points, 95 % interval {100 * row['low']:+.1f} to "
-                        f"{100 * row['high']:+.1f})")
-        assert measured in printed, measured
+    check_few_label_results(out, demo_config("small"), rows, printed)
 
     dom = dump_dom(out / "report.html", tmp_path / "profile")
     text = " ".join(dom.split())
@@ -364,10 +287,7 @@ def test_make_demo_command_end_to_end(tmp_path):
     assert summary["verdict"] in text
     table = text[positions[2]:positions[3]]
     for row in rows:
-        label = f"all {row['count']}" if row["all"] else str(row["count"])
-        cells = [label, f"{100 * row['pretrained']:.1f}", f"{100 * row['random']:.1f}",
-                 f"{100 * row['difference']:+.1f}", f"{100 * row['low']:+.1f} to {100 * row['high']:+.1f}"]
-        assert "<td>" + "</td><td>".join(cells) + "</td>" in table, cells
+        assert table_row(row) in table, row
     images = images_in(dom)
     assert len(images) == 8
     for image in images:
