@@ -7,12 +7,13 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from meddinov3.demo.config import demo_config
+from meddinov3.demo.config import DemoConfig, demo_config
 from meddinov3.demo.paired_bootstrap import mean_over_organs, paired_difference
 from meddinov3.demo.steps import Step, run_steps
 from meddinov3.demo.workspace import Workspace
@@ -138,3 +139,74 @@ def test_few_label_rows_are_the_evaluations_and_their_paired_difference(tiny_dem
     (ws.steps / "score_few.json").unlink()  # as if interrupted after its predictions
     again = run_steps(steps, ws, Console(file=io.StringIO()), force=False, capture=True)
     assert again[-1].summary["rows"] == rows and not again[-1].skipped
+
+
+def test_a_rerun_reads_finished_few_label_runs_instead_of_training_them_again(tiny_demo):
+    ws, records, steps = tiny_demo
+    before = records["train_few"].summary["runs"]
+    assert all(run["seconds"] is not None for run in before), "the first run trained them"
+    for name in ("train_few", "score_few"):
+        (ws.steps / f"{name}.json").unlink()  # as if interrupted before the step record was written
+    again = {record.name: record for record in run_steps(steps, ws, Console(file=io.StringIO()), force=False,
+                                                         capture=True)}
+    runs = again["train_few"].summary["runs"]
+    assert not again["train_few"].skipped and all(run["seconds"] is None for run in runs), "only read"
+    keys = ("count", "init", "cases", "fold", "model_folder", "curves")
+    assert [{k: run[k] for k in keys} for run in runs] == [{k: run[k] for k in keys} for run in before]
+    assert again["score_few"].summary["rows"] == records["score_few"].summary["rows"]
+
+
+def test_report_section_shows_every_count_in_its_table_and_figure(tiny_demo, tmp_path):
+    """The report's few-label section: a table row per labelled-case count ("all n" last) with both
+    inits' DSC, the difference and its interval as measured, and the figure of DSC against count."""
+    from test_demo_report import decoded_data_png, images_in, png_size
+
+    from meddinov3.demo import figures
+    from meddinov3.demo.report import few_labels_section
+
+    _, records, _ = tiny_demo
+    rows = records["score_few"].summary["rows"]
+    figure = figures.few_labels_figure(rows, tmp_path / "few_labels.png")
+    html = "".join(few_labels_section(records, figure))
+    for row in rows:
+        assert table_row(row) in html, row
+    assert html.count("<tr>") == len(rows) + 1 and "2 iterations each" in html
+    (image,) = images_in(html)
+    width, height = png_size(decoded_data_png(image["src"]))
+    assert width >= 600 and height >= 200 and "labelled training cases" in image["alt"]
+
+
+def table_row(row: dict) -> str:
+    """A comparison row as the report's table shows it: count ("all n" for the full-data runs), both
+    inits' DSC %, the difference and its interval in points."""
+    cells = [f"all {row['count']}" if row["all"] else str(row["count"]), f"{100 * row['pretrained']:.1f}",
+             f"{100 * row['random']:.1f}", f"{100 * row['difference']:+.1f}",
+             f"{100 * row['low']:+.1f} to {100 * row['high']:+.1f}"]
+    return "<td>" + "</td><td>".join(cells) + "</td>"
+
+
+def check_few_label_results(out: Path, config: DemoConfig, rows: list[dict], printed: str) -> None:
+    """The whole demo's few-label comparison (test_demo.py, slow): a finite row per count, the full-data
+    row last, both inits on the same subset, each number the evaluations on disk and in the closing note."""
+    assert [(row["count"], row["all"]) for row in rows] == [(c, False) for c in config.few_label_counts] + [
+        (config.train_cases, True)]
+    runs = json.loads((out / "steps" / "train_few.json").read_text(encoding="utf-8"))["summary"]["runs"]
+    for count in config.few_label_counts:
+        cases = [run["cases"] for run in runs if run["count"] == count]
+        assert len(cases) == 2 and cases[0] == cases[1] and len(cases[0]) == count
+    for row in rows:
+        assert all(np.isfinite(row[key]) for key in ("pretrained", "random", "difference", "low", "high")), row
+        means = {}
+        for init in ("pretrained", "random"):
+            folder = out / "evaluation" / init if row["all"] else out / "few_labels" / f"{row['count']}_cases" / "evaluation" / init
+            evaluation = json.loads((folder / "evaluation_summary.json").read_text(encoding="utf-8"))
+            assert evaluation["n_cases"] == config.test_cases
+            means[init] = evaluation["mean_over_labels"]["dice"]
+        assert row["difference"] == pytest.approx(means["pretrained"] - means["random"], abs=1e-12)
+        assert row["low"] <= row["difference"] <= row["high"] and row["n_cases"] == config.test_cases
+        measured = (f"{100 * means['pretrained']:.1f} % vs {100 * means['random']:.1f} %")
+        if not row["all"]:
+            measured = (f"{row['count']} labelled case{'' if row['count'] == 1 else 's'}: {measured} "
+                        f"({100 * row['difference']:+.1f} points, 95 % interval {100 * row['low']:+.1f} to "
+                        f"{100 * row['high']:+.1f})")
+        assert measured in printed, measured
