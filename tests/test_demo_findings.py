@@ -42,7 +42,8 @@ def test_findings_say_which_measurement_shows_the_pretraining_gain():
                               "95 % interval -1.0 to +12.0)")
     small = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal, few_rows(0.001, 0.03, difference=0.01))
     assert "no clear gain" in small, "a gain below the margin is not read as one, whatever its interval"
-    assert small.endswith("--few-label-epochs 24 (about 25 minutes on 2 idle cores)).") and \
+    assert small.endswith("--few-label-epochs 24, about 17 minutes on 2 idle cores (estimated from the default run's step "
+                          "times).") and \
         "A gain of 5.0 points or more with 1 labelled case takes longer pretraining than this run's 200" in small
     assert "longer pretraining" not in few_shown, "a gain at the target needs no pointer elsewhere"
     longer = PretrainingOutcome(1800, 0.6, 2.0, 5.0)

@@ -13,7 +13,7 @@ from meddinov3.cli_errors import errors_as_one_line
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (reruns resume where they stopped)."),
     preset: Optional[str] = typer.Option(
-        None, "--preset", help="small: about 10 minutes on 2 CPU cores (default); gpu: more data, a wider ViT "
+        None, "--preset", help="small: about 9 minutes on 2 idle CPU cores (default); gpu: more data, a wider ViT "
         "and longer schedules on a CUDA GPU (default with --gpu)."
     ),
     gpu: bool = typer.Option(False, "--gpu", help="Run on the CUDA GPU (implies --preset gpu unless one is given)."),

@@ -244,7 +244,7 @@ def few_labels_section(records: Mapping[str, StepRecord], figure: Path) -> list[
         few_labels_table(few["rows"]),
         paragraph_html(f"Both inits fine-tune on the same nested subsets of the training cases, drawn by a hash of seed "
                        f"{trained['seed']} and the case names as compare --train-cases draws them ({subsets}), "
-                       f"{few['iterations']} iterations each with the schedule and rates of the full-data runs; the last "
+                       f"{few['iterations']} iterations each with the learning rates of the full-data runs; the last "
                        "row is the full-data comparison below. The pretraining corpus held every training volume, "
                        "without labels. Interval: 95 % percentile interval of the difference in mean organ DSC over "
                        "resamples of the held-out cases, both inits resampled together (paired). It covers which "
