@@ -13,12 +13,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from meddinov3.demo.chance import expected_random_dice
 from meddinov3.demo.config import DemoConfig, demo_config
-from meddinov3.demo.findings import (
-    PretrainingOutcome, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
-)
-from meddinov3.demo.pipeline import check_settings
-from meddinov3.demo.report import expected_random_dice
+from meddinov3.demo.pipeline import STEPS, check_settings
 from meddinov3.demo.steps import DemoStepError, Step, run_steps
 from meddinov3.demo.workspace import DemoSetupError, Workspace
 
@@ -102,11 +99,26 @@ def test_failed_step_names_itself_shows_its_log_and_resumes(tmp_path):
 
 def test_output_folder_keeps_its_settings(tmp_path):
     check_settings(Workspace(tmp_path, demo_config("small")), force=False)
+    check_settings(Workspace(tmp_path, demo_config("small")), force=False)  # its own settings, read back from JSON
     other = Workspace(tmp_path, demo_config("small", seed=5))
     with pytest.raises(DemoSetupError, match="seed"):
         check_settings(other, force=False)
     check_settings(other, force=True)
     assert json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))["seed"] == 5
+
+
+def test_demo_command_passes_the_schedule_options_into_the_settings(tmp_path):
+    """`meddinov3 demo --pretrain-iterations N --few-label-epochs M` (the README's longer run) reach the
+    run's settings: against a folder holding the default run they are named as what differs."""
+    from typer.testing import CliRunner
+
+    from meddinov3.cli import app
+
+    check_settings(Workspace(tmp_path, demo_config("small")), force=False)
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--pretrain-iterations", "1800",
+                                      "--few-label-epochs", "24"], env={"COLUMNS": "200"})
+    assert result.exit_code != 0
+    assert "few_label_epochs, pretrain_iterations differ" in " ".join(result.output.split())
 
 
 def test_nnunet_imported_with_other_folders_is_refused(tmp_path):
@@ -222,49 +234,14 @@ def test_probe_step_scores_both_backbones_and_resumes_from_its_feature_cache(tmp
     assert again.summary["mean_dice"] == means, "same seed, same features: same scores"
 
 
-def outcome(fraction: float) -> PretrainingOutcome:
-    return PretrainingOutcome(200, fraction, 2.0, 5.0)
-
-
-def probe_summary(pretrained: float, random: float) -> dict:
-    return {"mean_dice": {"pretrained": pretrained, "random": random},
-            "dice": {"pretrained": {"liver": pretrained, "aorta": pretrained},
-                     "random": {"liver": random, "aorta": random}}}
-
-
-def test_findings_say_which_measurement_shows_the_pretraining_gain():
-    tuned_equal = {"pretrained": 0.70, "random": 0.705}
-    probe_only = verdict(outcome(0.6), probe_summary(0.55, 0.40), tuned_equal)
-    assert "does not show a gain" in probe_only and "evidence that pretraining learned is the probe" in probe_only
-    assert "15.0 points" in probe_only
-    both = verdict(outcome(0.6), probe_summary(0.55, 0.40), {"pretrained": 0.75, "random": 0.70})
-    assert both.startswith("Fine-tuning shows a gain") and "so do the frozen features" in both
-    neither = verdict(outcome(0.999), probe_summary(0.40, 0.41), tuned_equal)
-    assert neither.startswith("Neither") and "never left the uniform prediction" in neither
-    learned_but_flat = verdict(outcome(0.6), probe_summary(0.40, 0.41), {"pretrained": 0.60, "random": 0.70})
-    assert "favours random initialisation by 10.0 points" in learned_but_flat
-    assert "left the uniform prediction, but" in learned_but_flat
-
-    assert "55.0 % with the pretrained backbone and 40.0 % with its random twin (+15.0 points; better on 2 of 2" \
-        in probe_sentence(probe_summary(0.55, 0.40))
-    assert "did not learn" in pretraining_sentence(outcome(0.99))
-    assert "left the uniform prediction" in pretraining_sentence(outcome(0.97))
-    metrics = [{"iteration": 0, "loss": 9.0}, {"iteration": 9, "dino_global_frac": 0.8, "teacher_entropy": 1.5,
-                                                 "teacher_mean_entropy": 4.0}]
-    assert pretraining_outcome(metrics) == PretrainingOutcome(10, 0.8, 1.5, 4.0)
-    noisy = [{"iteration": i, "dino_global_frac": f, "teacher_entropy": 1.0, "teacher_mean_entropy": 2.0}
-             for i, f in enumerate([1.0, 0.9, 0.88, 0.86, 0.9, 0.82])]
-    assert pretraining_outcome(noisy).dino_fraction == pytest.approx(0.872), "the mean of the last five logs"
-    with pytest.raises(ValueError, match="dino_global_frac"):
-        pretraining_outcome([{"iteration": 0, "loss": 9.0}])
-
-
 @pytest.mark.slow
 def test_make_demo_command_end_to_end(tmp_path):
     """The README's `make demo` command line, in a fresh process: every organ segmented on the
     held-out cases by both fine-tuned networks, a report that shows the probe, the pretraining
-    monitors and the fine-tuning comparison in that order with every figure drawn in a real
-    browser, a closing note with the measured numbers, and a second run that only reuses results."""
+    monitors, the few-label and the full-data fine-tuning comparisons in that order with every
+    figure drawn in a real browser, the few-label table and a closing note with the measured
+    numbers, and a second run that only reuses results."""
+    from test_demo_few_labels import check_few_label_results, table_row
     from test_demo_report import decoded_data_png, dump_dom, images_in, png_size
 
     out = tmp_path / "demo_out"
@@ -297,18 +274,26 @@ def test_make_demo_command_end_to_end(tmp_path):
     printed = " ".join(first.stdout.split())  # the console wraps lines at its width
     assert note in printed and summary["verdict"] in printed
 
+    # The few-label comparison (test_demo_few_labels): numbers from the evaluations on disk, printed.
+    rows = summary["few_labels"]
+    check_few_label_results(out, demo_config("small"), rows, printed)
+
     dom = dump_dom(out / "report.html", tmp_path / "profile")
     text = " ".join(dom.split())
-    sections = ["What pretraining put into the features", "Is the pretraining learning?", "Fine-tuning comparison"]
+    sections = ["What pretraining put into the features", "Is the pretraining learning?",
+                "Fine-tuning on few labelled cases", "Fine-tuning comparison on all training cases"]
     positions = [text.index(heading) for heading in sections]
-    assert positions == sorted(positions), "probe, then monitors, then fine-tuning"
+    assert positions == sorted(positions), "probe, then monitors, then fine-tuning with few and with all labels"
     assert summary["verdict"] in text
+    table = text[positions[2]:positions[3]]
+    for row in rows:
+        assert table_row(row) in table, row
     images = images_in(dom)
-    assert len(images) == 7
+    assert len(images) == 8
     for image in images:
         width, height = png_size(decoded_data_png(image["src"]))
         assert 300 <= width <= 2000 and height >= 200, (image["alt"], width, height)
 
     second = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert second.returncode == 0
-    assert second.stdout.count("skipped") == 11
+    assert second.stdout.count("skipped") == len(STEPS)

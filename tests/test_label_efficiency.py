@@ -19,8 +19,10 @@ from meddinov3.compare.label_efficiency import run_label_efficiency
 from meddinov3.compare.results import ComparisonError
 from meddinov3.compare.runner import ComparisonJob
 from meddinov3.compare.spread import per_case_means, spread_of
-from meddinov3.compare.subset_folds import FOLD_RECORD, SUBSET_PLANS_SUFFIX, claim_fold_folder
-from meddinov3.compare.subsets import nested_subsets, parse_counts
+from meddinov3.compare.subsets import parse_counts
+from meddinov3.nnunet.paths import NnUNetSetupError
+from meddinov3.nnunet.subset_folds import FOLD_RECORD, SUBSET_PLANS_SUFFIX, claim_fold_folder
+from meddinov3.nnunet.subsets import SubsetError, nested_subsets
 
 METHODS = ["nnunet", "segformer"]
 CASES = [f"case_{k:03d}" for k in range(40)]
@@ -44,7 +46,7 @@ def test_counts_are_checked():
     for text, message in (("1,x", "'x' is neither"), ("0", "counts start at 1"), (" , ", "at least one")):
         with pytest.raises(ComparisonError, match=message):
             parse_counts(text)
-    with pytest.raises(ComparisonError, match="only 40 training case"):
+    with pytest.raises(SubsetError, match="only 40 training case"):
         nested_subsets(CASES, [41], seed=0)
     # A count of every case is the full fold, listed once.
     assert [(s.count, s.is_all) for s in nested_subsets(CASES, [40, "all"], seed=0)] == [(40, True)]
@@ -68,12 +70,12 @@ def test_spread_is_over_the_cases_mean_over_labels(tmp_path):
 def test_a_fold_folder_that_trained_on_other_cases_is_refused(tmp_path):
     claim_fold_folder(tmp_path, ["b", "a"], ["z"])
     claim_fold_folder(tmp_path, ["a", "b"], ["z"])  # same cases: reused
-    with pytest.raises(ComparisonError, match="trained on other cases"):
+    with pytest.raises(NnUNetSetupError, match="trained on other cases"):
         claim_fold_folder(tmp_path, ["a", "c"], ["z"])
     unrecorded = tmp_path / "other"
     unrecorded.mkdir()
     (unrecorded / "checkpoint_final.pth").touch()
-    with pytest.raises(ComparisonError, match="does not record its training cases"):
+    with pytest.raises(NnUNetSetupError, match="does not record its training cases"):
         claim_fold_folder(unrecorded, ["a"], ["z"])
 
 

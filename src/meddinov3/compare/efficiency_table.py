@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from meddinov3.compare.results import MethodScores
 from meddinov3.compare.spread import Spread
-from meddinov3.compare.subsets import Subset
 from meddinov3.compare.table import check_comparable
+from meddinov3.nnunet.subsets import Subset
 
 UNDEFINED = "n/a"  # a std of one case, a metric no case defines (ASCII: printed under any locale)
 

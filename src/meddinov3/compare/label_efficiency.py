@@ -25,16 +25,16 @@ from meddinov3.compare.paper import paper_table
 from meddinov3.compare.results import ComparisonError
 from meddinov3.compare.runner import ComparisonJob, ComparisonRunner, link_references
 from meddinov3.compare.spread import PER_CASE_CSV, per_case_means, spread_of
-from meddinov3.compare.subset_folds import (
+from meddinov3.folders import mark_stale
+from meddinov3.io import atomic_write_text
+from meddinov3.nnunet.subset_folds import (
     claim_fold_folder,
     ensure_crossval_split,
     fold_for_split,
     read_splits,
     write_subset_plans,
 )
-from meddinov3.compare.subsets import Subset, nested_subsets
-from meddinov3.folders import mark_stale
-from meddinov3.io import atomic_write_text
+from meddinov3.nnunet.subsets import Subset, nested_subsets
 
 SUBSETS_JSON = "subsets.json"
 OUTPUT_NAMES = {"markdown": "label_efficiency.md", "csv": "label_efficiency.csv", "plot": "label_efficiency.png"}

@@ -176,3 +176,33 @@ def features_figure(hu: np.ndarray, maps: Mapping[str, Mapping[str, object]], pa
         for ax in row:
             ax.axis("off")
     return save_figure(fig, path)
+
+
+@plain_style
+def few_labels_figure(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
+    """Mean DSC against labelled training cases, one line per init (log axis), and the difference
+    pretrained minus random with its 95 % paired-bootstrap interval."""
+    plt = pyplot()
+    counts = [int(row["count"]) for row in rows]  # type: ignore[call-overload]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for colour, init in zip(("tab:blue", "tab:orange"), INIT_TITLES):
+        axes[0].plot(counts, [100 * float(row[init]) for row in rows], "o-", color=colour,  # type: ignore[arg-type]
+                     label=INIT_TITLES[init])
+    difference = [100 * float(row["difference"]) for row in rows]  # type: ignore[arg-type]
+    below = [d - 100 * float(row["low"]) for d, row in zip(difference, rows)]  # type: ignore[arg-type]
+    above = [100 * float(row["high"]) - d for d, row in zip(difference, rows)]  # type: ignore[arg-type]
+    axes[1].errorbar(counts, difference, yerr=[below, above], fmt="o-", color="tab:green", capsize=4,
+                     label="pretrained - random, 95 % interval")
+    axes[1].axhline(0, color="grey", lw=1)
+    axes[0].set_title("mean organ DSC on the held-out cases")
+    axes[0].set_ylabel("DSC %")
+    axes[1].set_title("difference (paired bootstrap over held-out cases)")
+    axes[1].set_ylabel("DSC points")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled training cases")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,5 +1,5 @@
 """The demo pipeline: synthetic CT -> corpus -> pretraining -> linear probe -> plan -> fine-tuning (pretrained and
-random init) -> prediction -> evaluation -> feature maps -> HTML report."""
+random init, on all and on few labelled cases) -> prediction -> evaluation -> feature maps -> HTML report."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from meddinov3.demo.config import DemoConfig
 from meddinov3.demo.corpus import corpus_outputs, curate_corpus
 from meddinov3.demo.dataset import dataset_outputs, synthesize
 from meddinov3.demo.features import feature_maps, features_outputs
-from meddinov3.demo.findings import points
-from meddinov3.demo.finetuning import finetune, finetune_outputs, plan, plan_outputs
+from meddinov3.demo.few_label_scores import score_few, score_few_outputs
+from meddinov3.demo.few_labels import train_few, train_few_outputs
+from meddinov3.demo.findings import difference_phrase, labelled, points
+from meddinov3.demo.finetuning import finetune, finetune_outputs
 from meddinov3.demo.inference import evaluate, evaluate_outputs, predict, predict_outputs
+from meddinov3.demo.planning import plan, plan_outputs
 from meddinov3.demo.pretraining import pretrain, pretrain_outputs
 from meddinov3.demo.probing import probe, probe_outputs
 from meddinov3.demo.report import build_report, report_outputs
@@ -30,11 +33,11 @@ STEPS = (
     Step("pretrain", "stage-1 pretraining of the ViT", pretrain, pretrain_outputs),
     Step("probe", "linear probe of the frozen backbones", probe, probe_outputs),
     Step("plan", "nnU-Net plan and preprocess", plan, plan_outputs),
-    Step("train_pretrained", "fine-tune from the pretrained backbone", finetune("pretrained"),
-         finetune_outputs("pretrained")),
-    Step("train_random", "fine-tune from random init", finetune("random"), finetune_outputs("random")),
+    Step("finetune", "fine-tune from the pretrained backbone and from random init", finetune, finetune_outputs),
+    Step("train_few", "fine-tune both inits on few labelled cases", train_few, train_few_outputs),
     Step("predict", "segment the held-out cases", predict, predict_outputs),
     Step("evaluate", "evaluate DSC / NSD", evaluate, evaluate_outputs),
+    Step("score_few", "segment and score with few labelled cases", score_few, score_few_outputs),
     Step("features", "feature maps on the real CT slice", feature_maps, features_outputs),
     Step("report", "write the HTML report", build_report, report_outputs),
 )
@@ -42,7 +45,7 @@ STEPS = (
 
 def check_settings(workspace: Workspace, force: bool) -> None:
     """An output folder holds one demo: rerunning with other settings needs --force or a new --out."""
-    wanted = workspace.config.to_dict()
+    wanted = json.loads(json.dumps(workspace.config.to_dict()))  # as stored: tuples become lists
     if workspace.settings.is_file() and not force:
         stored = json.loads(workspace.settings.read_text(encoding="utf-8"))
         if stored != wanted:
@@ -80,7 +83,10 @@ def run_demo(out: Path, config: DemoConfig, force: bool = False, console: Consol
 def closing_note(report: dict) -> str:
     """The run's answer to "did pretraining help?", from the report step's summary."""
     probe, tuned = report["probe_mean_dice"], report["mean_dice"]
+    few = "; ".join(f"{labelled(row)}: {points(row['pretrained'])} % vs {points(row['random'])} % "
+                    f"({difference_phrase(row)})" for row in report["few_labels"] if not row["all"])
     return (f"pretraining: final DINO loss {report['dino_fraction']:.3f} x ln K; linear probe mean DSC "
-            f"{points(probe['pretrained'])} % pretrained vs {points(probe['random'])} % random twin; fine-tuned mean "
-            f"DSC {points(tuned['pretrained'])} % pretrained vs {points(tuned['random'])} % random init.\n"
+            f"{points(probe['pretrained'])} % pretrained vs {points(probe['random'])} % random twin.\n"
+            f"fine-tuned mean DSC, pretrained vs random init - {few}; all training cases: "
+            f"{points(tuned['pretrained'])} % vs {points(tuned['random'])} %.\n"
             f"{report['verdict']}")

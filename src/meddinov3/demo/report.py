@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from meddinov3.demo import figures
+from meddinov3.demo.chance import chance_dice
 from meddinov3.demo.findings import (
-    PretrainingOutcome, finetuning_sentence, points, pretraining_outcome, pretraining_sentence, probe_sentence, verdict,
+    PretrainingOutcome, few_label_sentence, finetuning_sentence, points, pretraining_outcome, pretraining_sentence,
+    probe_sentence, verdict,
 )
-from meddinov3.demo.finetuning import model_folder
 from meddinov3.demo.html import Report, figure_html, paragraph_html
 from meddinov3.demo.report_tables import (
-    cases_table, finetuning_table, network_sentence, plan_table, pretraining_table, probe_description, probe_table,
-    results_table, timings_table,
+    cases_table, few_labels_table, finetuning_table, network_sentence, plan_table, pretraining_table,
+    probe_description, probe_table, results_table, timings_table,
 )
 from meddinov3.demo.steps import StepContext, StepRecord
+from meddinov3.demo.training_runs import model_folder
 from meddinov3.demo.workspace import INITS, Workspace
 
 CORPUS_EXAMPLES = 6
@@ -28,32 +29,6 @@ CORPUS_EXAMPLES = 6
 
 def organ_names(labels: Mapping[str, int]) -> dict[int, str]:
     return {int(value): name for name, value in labels.items()}
-
-
-def label_fractions(paths: Sequence[Path], n_labels: int) -> np.ndarray:
-    counts = np.zeros(n_labels, dtype=np.float64)
-    for path in paths:
-        seg, _ = figures.read_volume(path)
-        counts += np.bincount(seg.ravel(), minlength=n_labels)[:n_labels]
-    return counts / counts.sum()
-
-
-def expected_random_dice(train: np.ndarray, case: np.ndarray) -> np.ndarray:
-    """Expected DSC per class of labelling each voxel at random with class frequencies `train`,
-    on a case with class frequencies `case`: 2pq / (p + q), NaN where the case lacks the class."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = 2 * train * case / (train + case)
-    return np.where(case > 0, dice, np.nan)
-
-
-def chance_dice(workspace: Workspace, n_labels: int) -> dict[int, float]:
-    """The chance level of the results table: random labels with the training organ
-    frequencies, averaged over the test cases that contain each organ."""
-    train = label_fractions(sorted((workspace.raw_dataset / "labelsTr").glob("*.nii.gz")), n_labels)
-    tests = sorted((workspace.raw_dataset / "labelsTs").glob("*.nii.gz"))
-    per_case = np.stack([expected_random_dice(train, label_fractions([path], n_labels)) for path in tests])
-    return {label: float(np.nanmean(per_case[:, label])) if np.isfinite(per_case[:, label]).any() else math.nan
-            for label in range(1, n_labels)}
 
 
 def corpus_examples(corpus_root: Path) -> list[tuple[str, np.ndarray]]:
@@ -119,7 +94,7 @@ def build_report(context: StepContext) -> dict[str, Any]:
     folder = workspace.figures
     data = records["synth"].summary
     names = organ_names(data["labels"])
-    context.expect(7, "figures")
+    context.expect(8, "figures")
     train_image, train_label = first_case(workspace.raw_dataset, "Tr")
     test_image, test_label = first_case(workspace.raw_dataset, "Ts")
     drawn = {"dataset": figures.dataset_figure(train_image, train_label, names, folder / "dataset.png")}
@@ -129,8 +104,11 @@ def build_report(context: StepContext) -> dict[str, Any]:
     metrics = read_metrics(workspace.pretrain / METRICS_NAME)
     drawn["pretraining"] = learning_figure(metrics, folder / "pretraining.png")
     context.advance()
-    curves = {init: records[f"train_{init}"].summary["curves"] for init in INITS}
+    curves = {init: records["finetune"].summary["runs"][init]["curves"] for init in INITS}
     drawn["finetuning"] = figures.finetuning_figure(curves, folder / "finetuning.png")
+    context.advance()
+    few = records["score_few"].summary
+    drawn["few_labels"] = figures.few_labels_figure(few["rows"], folder / "few_labels.png")
     context.advance()
     drawn["predictions"] = figures.predictions_figure(
         test_image, test_label, {init: workspace.predictions(init) / test_label.name for init in INITS}, names,
@@ -145,12 +123,12 @@ def build_report(context: StepContext) -> dict[str, Any]:
     report.write(workspace.report)
     context.advance()
     probe = records["probe"].summary
+    mean_dice = {i: summaries[i]["mean_over_labels"]["dice"] for i in INITS}
     return {"report": str(workspace.report), "figures": {k: str(v) for k, v in drawn.items()},
-            "mean_dice": {i: summaries[i]["mean_over_labels"]["dice"] for i in INITS},
-            "mean_nsd": {i: summaries[i]["mean_over_labels"]["nsd"] for i in INITS},
+            "mean_dice": mean_dice, "mean_nsd": {i: summaries[i]["mean_over_labels"]["nsd"] for i in INITS},
             "chance_dice": float(np.nanmean(list(chance.values()))),
             "dino_fraction": outcome.dino_fraction, "probe_mean_dice": probe["mean_dice"],
-            "verdict": verdict(outcome, probe, {i: summaries[i]["mean_over_labels"]["dice"] for i in INITS})}
+            "few_labels": few["rows"], "verdict": verdict(outcome, probe, mean_dice, few["rows"])}
 
 
 def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str, Mapping[str, Any]],
@@ -158,15 +136,19 @@ def summary_paragraphs(records: Mapping[str, StepRecord], summaries: Mapping[str
     """The findings in the order the evidence goes: pretraining monitors, probe, fine-tuning, verdict."""
     probe = records["probe"].summary
     mean_dice = {init: summaries[init]["mean_over_labels"]["dice"] for init in INITS}
-    trained = records["train_pretrained"].summary
-    cpu_minutes = sum(records[f"train_{init}"].cpu_seconds for init in INITS) / len(INITS) / 60
+    runs = records["finetune"].summary["runs"]
+    trained = runs["pretrained"]
+    measured = [runs[init]["cpu_seconds"] for init in INITS]
+    cpu_minutes = (records["finetune"].cpu_seconds if None in measured else sum(measured)) / len(INITS) / 60
+    few = records["score_few"].summary
     sentences = [
         pretraining_sentence(outcome),
         probe_sentence(probe),
+        few_label_sentence(few["rows"], few["iterations"], few["n_test"]),
         finetuning_sentence(mean_dice, trained["epochs"] * trained["iterations_per_epoch"], cpu_minutes)
         + f" Labelling voxels at random with the training organ frequencies would score "
         f"{points(float(np.nanmean(list(chance.values()))))} %; all numbers are on the {n_test} held-out cases.",
-        verdict(outcome, probe, mean_dice),
+        verdict(outcome, probe, mean_dice, few["rows"]),
     ]
     return "".join(paragraph_html(sentence) for sentence in sentences)
 
@@ -198,8 +180,10 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
         figure_html(drawn["pretraining"], "Learning monitors from metrics.jsonl: losses as a fraction of ln K "
                     "(1 = uniform prediction), teacher entropy per sample and of the batch mean."),
     )
+    report.add("3. Fine-tuning on few labelled cases (meddinov3 train on subsets, as compare --train-cases)",
+               *few_labels_section(records, drawn["few_labels"]))
     report.add(
-        "3. Fine-tuning comparison (meddinov3 train, predict, evaluate)",
+        "4. Fine-tuning comparison on all training cases (meddinov3 train, predict, evaluate)",
         results_table(summaries, chance, names),
         paragraph_html("DSC and NSD as in the MedDINOv3 release (MONAI definitions, NSD tolerance 1 mm, "
                        "the label's voxel spacing); per organ the mean over test cases, then the mean over organs. "
@@ -210,11 +194,12 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
         figure_html(drawn["predictions"], "A held-out test slice: reference organs and both fine-tuned models' "
                     "predictions (soft-tissue window W400/L40)."),
         paragraph_html(network_sentence(depth)),
-        finetuning_table(records),
+        finetuning_table(records["train_few"].summary["runs"]
+                         + [records["finetune"].summary["runs"][init] for init in INITS], config.train_cases),
         figure_html(drawn["finetuning"], "Per-epoch losses and nnU-Net's pseudo Dice (on sampled training patches)."),
     )
     report.add(
-        "4. Synthetic CT dataset (meddinov3 synth)",
+        "5. Synthetic CT dataset (meddinov3 synth)",
         paragraph_html(f"{config.train_cases} training and {config.test_cases} held-out abdominal CT volumes "
                        f"in nnU-Net raw format, seed {config.seed}: organ shapes, Hounsfield units, texture, noise and "
                        f"anisotropic spacing drawn per case. nnU-Net's dataset integrity check: {data['integrity_check']}."),
@@ -223,21 +208,21 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
         cases_table(data["cases"]),
     )
     report.add(
-        "5. Pretraining corpus (meddinov3 curate)",
+        "6. Pretraining corpus (meddinov3 curate)",
         paragraph_html(f"The training volumes plus the bundled real CT slice ({corpus['real_slice']}), curated "
                        f"like CT-3M: {corpus['volumes']} volumes, {corpus['slices']} axial slices at "
                        f"{corpus['size']} x {corpus['size']}. The held-out volumes are not in the corpus."),
         figure_html(drawn["corpus"], "Curated slices (stored in HU, shown W400/L40); the last one is the real CT slice."),
     )
     report.add(
-        "6. nnU-Net plan (meddinov3 plan)",
+        "7. nnU-Net plan (meddinov3 plan)",
         paragraph_html(f"nnU-Net's fingerprint and plans, plus the high-resolution configuration "
                        f"{config.configuration}: patch {config.patch_size} x {config.patch_size}, spacing scaled so the "
                        "patch keeps the 2d configuration's field of view (the paper's 2d_896, at demo size)."),
         plan_table(records["plan"].summary),
     )
     report.add(
-        "7. Features on the real CT slice (meddinov3 features)",
+        "8. Features on the real CT slice (meddinov3 features)",
         paragraph_html("Last-block patch features of the pretrained and of the random backbone on the bundled real "
                        "CT slice: first three principal components as RGB (body only), and cosine similarity of all "
                        "patches to a query patch (red dot). " + layerscale_sentence(records["features"].summary, config.layerscale_init)),
@@ -250,6 +235,24 @@ def compose(workspace: Workspace, records: Mapping[str, StepRecord], drawn: Mapp
     )
     report.add("Next steps", next_steps(workspace))
     return report
+
+
+def few_labels_section(records: Mapping[str, StepRecord], figure: Path) -> list[str]:
+    trained, few = records["train_few"].summary, records["score_few"].summary
+    subsets = "; ".join(f"{run['count']}: {', '.join(run['cases'])}" for run in trained["runs"] if run["init"] == "random")
+    return [
+        few_labels_table(few["rows"]),
+        paragraph_html(f"Both inits fine-tune on the same nested subsets of the training cases, drawn by a hash of seed "
+                       f"{trained['seed']} and the case names as compare --train-cases draws them ({subsets}), "
+                       f"{few['iterations']} iterations each with the learning rates of the full-data runs; the last "
+                       "row is the full-data comparison below. The pretraining corpus held every training volume, "
+                       "without labels. Interval: 95 % percentile interval of the difference in mean organ DSC over "
+                       "resamples of the held-out cases, both inits resampled together (paired). It covers which "
+                       "cases are held out, not which cases are labelled nor nnU-Net's unseeded patch sampling: two "
+                       "fine-tunings of the same init differ by about a point."),
+        figure_html(figure, "Mean organ DSC on the held-out cases against labelled training cases (log axis), and "
+                    "the difference pretrained minus random with its 95 % paired-bootstrap interval."),
+    ]
 
 
 def report_outputs(workspace: Workspace) -> list[Path]:

@@ -3,7 +3,7 @@ recipe numbers are read from the recipe (`meddinov3.nnunet.methods`), not restat
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,15 @@ def results_table(summaries: Mapping[str, Mapping[str, Any]], chance: Mapping[in
     return table_html(headers, rows)
 
 
+def few_labels_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per labelled-case count: both inits' mean DSC on the held-out cases, the difference and its interval."""
+    body = [[f"all {row['count']}" if row["all"] else row["count"], points(row["pretrained"]), points(row["random"]),
+             signed_points(row["difference"]), f"{signed_points(row['low'])} to {signed_points(row['high'])}"]
+            for row in rows]
+    return table_html(["labelled training cases", "DSC % pretrained init", "DSC % random init",
+                       "difference (points)", "95 % interval (paired bootstrap over held-out cases)"], body)
+
+
 def cases_table(cases: Mapping[str, Mapping[str, Any]]) -> str:
     rows = [[name, "train" if c["split"] == "Tr" else "test", " x ".join(map(str, c["shape_zyx"])),
              " x ".join(f"{s:.2f}" for s in c["spacing_xyz"])] for name, c in cases.items()]
@@ -44,17 +53,22 @@ def timings_table(records: Mapping[str, StepRecord]) -> str:
     return table_html(["step", "wall-clock seconds", "CPU seconds", "when"], rows)
 
 
-def finetuning_table(records: Mapping[str, StepRecord]) -> str:
+def seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def finetuning_table(runs: Sequence[Mapping[str, Any]], n_train: int) -> str:
+    """Every fine-tuning run (few-label runs carry their count): its settings, how far it got, and its
+    time (n/a: trained by an earlier run)."""
     rows = []
-    for init in INITS:
-        summary = records[f"train_{init}"].summary
-        curves = summary["curves"]
-        rows.append([figures.INIT_TITLES[init], f"--method {summary['method']}", f"{summary['encoder_lr']:g}",
-                     f"{summary['decoder_lr']:g}",
-                     f"{summary['epochs']} x {summary['iterations_per_epoch']} x batch {summary['batch_size']}",
-                     f"{curves['train_losses'][-1]:.3f}", points(curves["mean_fg_dice"][-1]),
-                     f"{records[f'train_{init}'].seconds:.0f}", f"{records[f'train_{init}'].cpu_seconds:.0f}"])
-    return table_html(["init", "meddinov3 train", "encoder lr", "decoder lr", "epochs x iterations",
+    for run in runs:
+        curves = run["curves"]
+        cases = f"all {n_train}" if run.get("count") is None else run["count"]
+        rows.append([figures.INIT_TITLES[run["init"]], cases, f"--method {run['method']}", f"{run['encoder_lr']:g}",
+                     f"{run['decoder_lr']:g}", f"{run['epochs']} x {run['iterations_per_epoch']} x batch {run['batch_size']}",
+                     f"{curves['train_losses'][-1]:.3f}", points(curves["mean_fg_dice"][-1]), seconds(run["seconds"]),
+                     seconds(run["cpu_seconds"])])
+    return table_html(["init", "labelled cases", "meddinov3 train", "encoder lr", "decoder lr", "epochs x iterations",
                        "last train loss", "last pseudo DSC %", "seconds", "CPU seconds"], rows)
 
 

@@ -12,6 +12,7 @@
       probe/                     linear probe of both: results.json, probe_dsc.png, feature_cache/
       predictions/<init>/        label maps of the held-out cases
       evaluation/<init>/         evaluation_per_case.csv, evaluation_summary.json
+      few_labels/<n>_cases/predictions|evaluation/<init>/   the same for the runs on n labelled cases
       figures/*.png              report.html embeds them
       report.html
 """
@@ -74,6 +75,16 @@ class Workspace:
 
     def evaluation(self, init: str) -> Path:
         return self.root / "evaluation" / init
+
+    @property
+    def few_labels(self) -> Path:
+        return self.root / "few_labels"
+
+    def few_label_predictions(self, count: int, init: str) -> Path:
+        return self.few_labels / f"{count}_cases" / "predictions" / init
+
+    def few_label_evaluation(self, count: int, init: str) -> Path:
+        return self.few_labels / f"{count}_cases" / "evaluation" / init
 
     @property
     def figures(self) -> Path:

@@ -20,8 +20,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from meddinov3.compare.results import ComparisonError
 from meddinov3.io import atomic_write_text
+from meddinov3.nnunet.paths import PREPROCESSED, NnUNetSetupError, require_folders
 
 SPLITS_FILE = "splits_final.json"
 SUBSET_PLANS_SUFFIX = "_labelsubsets"
@@ -29,8 +29,6 @@ FOLD_RECORD = "train_cases.json"
 
 
 def preprocessed_folder(dataset_name: str) -> Path:
-    from meddinov3.nnunet.paths import PREPROCESSED, require_folders
-
     return require_folders(PREPROCESSED)[PREPROCESSED] / dataset_name
 
 
@@ -39,9 +37,9 @@ def read_splits(dataset_name: str) -> list[dict]:
     try:
         splits = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ComparisonError(f"{path}: cannot read nnU-Net's splits ({error})") from error
+        raise NnUNetSetupError(f"{path}: cannot read nnU-Net's splits ({error})") from error
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
-        raise ComparisonError(f"{path}: not nnU-Net's splits (a list of {{'train': [...], 'val': [...]}})")
+        raise NnUNetSetupError(f"{path}: not nnU-Net's splits (a list of {{'train': [...], 'val': [...]}})")
     return splits
 
 
@@ -61,7 +59,7 @@ def ensure_crossval_split(dataset_name: str, plans_identifier: str, configuratio
     plans = load_plans(dataset_name, plans_identifier)
     data = preprocessed_folder(dataset_name) / resolved_configuration(plans, configuration)["data_identifier"]
     if not data.is_dir():
-        raise ComparisonError(f"{data}: no preprocessed data; run `meddinov3 plan {dataset_name}` first")
+        raise NnUNetSetupError(f"{data}: no preprocessed data; run `meddinov3 plan {dataset_name}` first")
     identifiers = [str(key) for key in np.sort(infer_dataset_class(str(data)).get_identifiers(str(data)))]
     splits = generate_crossval_split(identifiers)
     atomic_write_text(path, json.dumps([{k: [str(c) for c in v] for k, v in s.items()} for s in splits], indent=4))
@@ -106,13 +104,13 @@ def claim_fold_folder(folder: Path, train: Sequence[str], val: Sequence[str]) ->
         try:
             found = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as error:
-            raise ComparisonError(f"{path}: unreadable ({error}); move {folder} away to train it again") from error
+            raise NnUNetSetupError(f"{path}: unreadable ({error}); move {folder} away to train it again") from error
         if found != record:
-            raise ComparisonError(
+            raise NnUNetSetupError(
                 f"{folder} trained on other cases than this subset ({path}: {found['train']}, not {record['train']});"
                 " nnU-Net's splits_final.json was changed: move the folder away to train it again"
             )
         return
     if any(folder.glob("checkpoint_*.pth")):
-        raise ComparisonError(f"{folder} holds a run that does not record its training cases ({FOLD_RECORD}); move it away")
+        raise NnUNetSetupError(f"{folder} holds a run that does not record its training cases ({FOLD_RECORD}); move it away")
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
