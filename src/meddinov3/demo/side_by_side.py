@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import queue
-import resource
 import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from meddinov3.demo.pretraining import random_backbone
-from meddinov3.demo.steps import StepContext
+from meddinov3.demo.steps import StepContext, own_cpu_seconds
 from meddinov3.demo.training_runs import FineTuningRun, augmentation_workers, run_summary, training_job
 from meddinov3.demo.workspace import Workspace
 
@@ -34,11 +33,6 @@ def processes_for(workspace: Workspace, runs: int) -> int:
     if workspace.config.device == "cuda":
         return 0
     return max(1, min(runs, os.cpu_count() or 1, MAX_PROCESSES))
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def train_in_child(workspace: Workspace, run: FineTuningRun, index: int, messages: Any) -> None:

@@ -81,9 +81,19 @@ class StepRecord:
                 "summary": self.summary}
 
 
+def _used(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process alone (a training run in a process of its own)."""
+    return _used(resource.RUSAGE_SELF)
+
+
 def cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """CPU seconds of this process and of its finished children (nnU-Net's augmentation workers)."""
+    return _used(resource.RUSAGE_SELF) + _used(resource.RUSAGE_CHILDREN)
 
 
 def record_path(workspace: Workspace, step: Step) -> Path:
