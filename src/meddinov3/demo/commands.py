@@ -20,8 +20,8 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Redo every step, deleting earlier outputs in --out."),
     seed: Optional[int] = typer.Option(None, help="Seed of the synthetic data and the training runs."),
     pretrain_iterations: Optional[int] = typer.Option(
-        None, "--pretrain-iterations", min=1, help="Stage-1 pretraining iterations (small preset: 600, about 4 "
-        "minutes on 2 cores; 1800 is where the few-label gain shows, see the README)."
+        None, "--pretrain-iterations", min=1, help="Stage-1 pretraining iterations (small preset: 600, about 3 "
+        "minutes on 2 idle cores; 1800 is where the few-label gain shows, see the README)."
     ),
     few_label_epochs: Optional[int] = typer.Option(
         None, "--few-label-epochs", min=1, help="Epochs of each few-label fine-tuning run, the same for both inits."

@@ -43,7 +43,7 @@ class DemoConfig:
     # recipe of configs/pretrain_tiny.yaml (the one that leaves the uniform prediction on a CPU in
     # minutes; the paper's stage-1 recipe starts from DINOv3 weights) at the demo's sizes.
     pretrain_recipe: str = "tiny"
-    # 600 iterations (about 4 minutes on 2 cores): measured, DINO loss 0.93 ln K after 300, 0.88 after 600.
+    # 600 iterations (162 s on 2 idle cores): measured, DINO loss 0.93 ln K after 300, 0.88 after 600.
     pretrain_iterations: int = 600
     pretrain_batch_size: int = 32
     global_crop: int = 64
